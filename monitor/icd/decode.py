@@ -29,6 +29,7 @@ _operator = TypeAdapter[AnyOperator](OperatorRequest)
 @dataclass(frozen=True, slots=True)
 class Rejection:
     reason: str
+    code: str = "schema"  # bounded class for metrics labels; `reason` carries the detail
 
 
 def describe(err: ValidationError, limit: int = 3) -> str:
@@ -58,19 +59,19 @@ def describe(err: ValidationError, limit: int = 3) -> str:
 
 def _parse(value: bytes | None) -> dict[str, Any] | Rejection:
     if value is None:
-        return Rejection("empty record (no value)")
+        return Rejection("empty record (no value)", "not_json")
     if len(value) > MAX_RECORD_BYTES:
-        return Rejection(f"record is {len(value)} bytes, larger than the 1 MiB limit")
+        return Rejection(f"record is {len(value)} bytes, larger than the 1 MiB limit", "too_large")
     try:
         obj = pydantic_core.from_json(value, allow_inf_nan=False)
     except ValueError as exc:
         try:
             value.decode("utf-8")
         except UnicodeDecodeError:
-            return Rejection("record is not valid UTF-8")
-        return Rejection(f"record is not valid JSON (NaN and Infinity are not allowed): {exc}")
+            return Rejection("record is not valid UTF-8", "not_utf8")
+        return Rejection(f"record is not valid JSON (NaN and Infinity are not allowed): {exc}", "not_json")
     if not isinstance(obj, dict):
-        return Rejection(f"record must be a JSON object, got {type(obj).__name__}")
+        return Rejection(f"record must be a JSON object, got {type(obj).__name__}", "not_object")
     return obj
 
 
@@ -85,9 +86,12 @@ def decode_telemetry(
     except ValidationError as err:
         return Rejection(describe(err))
     if rec.site != topic_site:
-        return Rejection(f"site {rec.site!r} does not match the {topic_site} telemetry topic")
+        return Rejection(f"site {rec.site!r} does not match the {topic_site} telemetry topic", "site_mismatch")
     if key is None or key != rec.procedure_id.encode():
-        return Rejection(f"record key {_show_key(key)} does not equal procedure_id {rec.procedure_id!r}")
+        return Rejection(
+            f"record key {_show_key(key)} does not equal procedure_id {rec.procedure_id!r}",
+            "key_mismatch",
+        )
     return rec
 
 
@@ -100,7 +104,10 @@ def decode_operator(value: bytes | None, key: bytes | None) -> AnyOperator | Rej
     except ValidationError as err:
         return Rejection(describe(err))
     if key is not None and key != req.procedure_id.encode():
-        return Rejection(f"record key {_show_key(key)} does not equal procedure_id {req.procedure_id!r}")
+        return Rejection(
+            f"record key {_show_key(key)} does not equal procedure_id {req.procedure_id!r}",
+            "key_mismatch",
+        )
     return req
 
 

@@ -1,0 +1,194 @@
+"""The rules engine: routes records to procedures and runs their timers.
+
+Pure by construction: every method takes the current `Instant` and returns decisions.
+Drivers (the Kafka service, `telesafe replay`, tests) own the clock and call `tick()` at
+`next_deadline()`, so a deadline fires even when no further record arrives.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from monitor.engine.clock import MS, Instant
+from monitor.engine.decisions import Decision, Event
+from monitor.engine.procedure import ProcedureMonitor
+from monitor.icd.models import AnyOperator, AnyTelemetry, MonitorStatus, Note, ProcedureStart
+from monitor.policy.loader import PackRegistry
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    monitor_id: str = "telesafe-1"
+    # None: any operator id may re-arm (development default, announced at start-up).
+    operators: frozenset[str] | None = None
+    summary_interval_ms: float = 1000.0
+    ended_memory: int = 10_000  # ended procedure ids remembered to ignore late records
+
+
+class Engine:
+    def __init__(self, packs: PackRegistry, config: EngineConfig | None = None) -> None:
+        self.packs = packs
+        self.config = config or EngineConfig()
+        self.procedures: dict[str, ProcedureMonitor] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        self._timers: list[tuple[int, int, str]] = []
+        self._registered: dict[str, int] = {}
+        self._timer_seq = 0
+        self.late_records = 0
+        self._summary_ns = int(self.config.summary_interval_ms * MS)
+
+    # -- input -----------------------------------------------------------------------------
+
+    def on_telemetry(self, rec: AnyTelemetry, now: Instant) -> list[Decision]:
+        pid = rec.procedure_id
+        proc = self.procedures.get(pid)
+        out: list[Decision] = []
+        if proc is None:
+            proc = self._open(rec, now, out)
+            if proc is None:
+                return out
+        elif isinstance(rec, ProcedureStart) and not proc.started:
+            self._choose_pack(proc, rec, now, out)
+        out.extend(proc.on_telemetry(rec, now))
+        self._after(proc, out, now)
+        return out
+
+    def _open(self, rec: AnyTelemetry, now: Instant, out: list[Decision]) -> ProcedureMonitor | None:
+        pid = rec.procedure_id
+        if pid in self._ended and not isinstance(rec, ProcedureStart):
+            self.late_records += 1  # a straggler after procedure_end must not reopen it
+            return None
+        if not isinstance(rec, ProcedureStart):
+            # Adopt a procedure we never saw start (monitor restart, or the other site's
+            # start still in flight on its own topic), but only on fresh evidence.
+            age_ns = now.utc_ns - rec.sent_at
+            if age_ns > int(self.packs.default.pack.stale_after_ms * MS):
+                self.late_records += 1
+                return None
+        self._ended.pop(pid, None)
+        proc = ProcedureMonitor(pid, self.packs.default, now, self.config.monitor_id,
+                                self._summary_ns)
+        self.procedures[pid] = proc
+        out.append(Event("procedure_opened", pid, now.mono_ns, now.utc_ns, {
+            "by": rec.type, "site": rec.site,
+            "policy": {"pack": proc.loaded.name, "version": proc.loaded.version,
+                       "hash": proc.loaded.sha256},
+        }))
+        if isinstance(rec, ProcedureStart):
+            self._choose_pack(proc, rec, now, out)
+        return proc
+
+    def _choose_pack(self, proc: ProcedureMonitor, rec: ProcedureStart, now: Instant,
+                     out: list[Decision]) -> None:
+        pack = self.packs.get(rec.policy)
+        if pack is None:
+            out.append(Event("policy_unknown", proc.procedure_id, now.mono_ns, now.utc_ns, {
+                "requested": rec.policy, "applied": self.packs.default.name,
+                "reason": f"policy pack {rec.policy!r} is not loaded; the default pack applies",
+            }))
+            pack = self.packs.default
+        proc.apply_pack(pack, now, out)
+
+    def on_operator(self, req: AnyOperator, now: Instant) -> list[Decision]:
+        proc = self.procedures.get(req.procedure_id)
+        if isinstance(req, Note):
+            return [Event("operator_note", req.procedure_id, now.mono_ns, now.utc_ns,
+                          {"operator_id": req.operator_id, "text": req.text,
+                           "known_procedure": proc is not None})]
+        if proc is None:
+            return [Event("rearm_rejected", req.procedure_id, now.mono_ns, now.utc_ns, {
+                "operator_id": req.operator_id, "reason": req.reason,
+                "rejected_because": ["procedure is not monitored by this instance"],
+            })]
+        ops = self.config.operators
+        out = proc.on_rearm(req, ops is None or req.operator_id in ops, now)
+        self._after(proc, out, now)
+        return out
+
+    def on_rejected(self, procedure_id: str | None, site: str | None) -> None:
+        """Count a dead-lettered record against its procedure (no decision, no liveness)."""
+        proc = self.procedures.get(procedure_id) if procedure_id else None
+        if proc is not None and site in proc.sites:
+            proc.sites[site].rejected += 1  # type: ignore[index]
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def next_deadline(self) -> int | None:
+        timers = self._timers
+        while timers:
+            when, _, pid = timers[0]
+            if self._registered.get(pid) == when:
+                return when
+            heapq.heappop(timers)  # superseded entry
+        return None
+
+    def tick(self, now: Instant) -> list[Decision]:
+        out: list[Decision] = []
+        timers = self._timers
+        while timers and timers[0][0] <= now.mono_ns:
+            when, _, pid = heapq.heappop(timers)
+            if self._registered.get(pid) != when:
+                continue
+            del self._registered[pid]
+            proc = self.procedures.get(pid)
+            if proc is None:
+                continue
+            out.extend(proc.tick(now))
+            self._after(proc, out, now)
+        return out
+
+    def _after(self, proc: ProcedureMonitor, out: list[Decision], now: Instant) -> None:
+        pid = proc.procedure_id
+        if proc.closed:
+            del self.procedures[pid]
+            self._registered.pop(pid, None)
+            self._ended[pid] = None
+            if len(self._ended) > self.config.ended_memory:
+                self._ended.popitem(last=False)
+            out.append(Event("procedure_closed", pid, now.mono_ns, now.utc_ns,
+                             {"final_state": proc.state}))
+            return
+        nd = proc.next_deadline()
+        if nd is None:
+            return
+        reg = self._registered.get(pid)
+        # Keep only the earliest deadline in the heap; a later one is found when it fires.
+        if reg is None or nd < reg:
+            self._registered[pid] = nd
+            self._timer_seq += 1
+            heapq.heappush(self._timers, (nd, self._timer_seq, pid))
+
+    # -- views -----------------------------------------------------------------------------
+
+    def statuses(self) -> list[tuple[str, MonitorStatus]]:
+        """Procedures owed a monitor_heartbeat (ICD §4.2) and the status to send."""
+        return [(pid, p.status()) for pid, p in self.procedures.items()]
+
+    def snapshot(self, now: Instant) -> dict[str, Any]:
+        """Current signal values per procedure, for gauges and the status view."""
+        out: dict[str, Any] = {}
+        for pid, p in self.procedures.items():
+            sites = {}
+            for name, s in p.sites.items():
+                age = None if s.last_fresh_hb is None else (now.mono_ns - s.last_fresh_hb) / 1e9
+                sites[name] = {"heartbeat_age_s": age, "jitter_ms": s.jitter_ms,
+                               "loss_ratio": s.loss_ratio, "duplicates": s.duplicates,
+                               "lost": s.lost, "stale": s.stale, "state": s.state}
+            channels = {}
+            for name, ch in p.channels.items():
+                ch.window.expire(now.mono_ns)
+                channels[name] = {q: ch.window.quantile(float(q)) for q in ("0.5", "0.95", "0.99")}
+            out[pid] = {
+                "state": p.state, "pack": p.loaded.name, "sites": sites, "channels": channels,
+                "arms": {a: {"margin_mm": t.margin_mm, "speed_mm_s": t.speed_mm_s}
+                         for a, t in p.arms.items()},
+                "warnings": [f"{w.rule}:{w.subject}" for w in p.warnings.active.values()],
+                "latch": None if p.latch is None else {
+                    "rule": p.latch.rule, "command_id": p.latch.command.command_id,
+                    "resends": p.latch.resends, "ack": p.latch.ack_result,
+                    "escalated": p.latch.escalated},
+            }
+        return out

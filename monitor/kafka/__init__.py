@@ -1,0 +1,1 @@
+"""Thin Kafka layer: client settings and the producer/consumer wiring. No safety logic lives here."""
