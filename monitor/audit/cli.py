@@ -1,0 +1,414 @@
+"""`telesafe audit ...`: keygen, verify, prove, verify-proof, export, show.
+
+Exit codes: 0 ok, 1 verification failed, 2 bad arguments or unreadable input.
+`register` hooks the commands into the top-level CLI; each subparser sets `func`,
+a callable taking the parsed namespace and returning the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from monitor.audit.canonical import canonical_json
+from monitor.audit.checkpoint import (
+    CheckpointError,
+    KeyFileError,
+    generate_key_files,
+    load_public_key,
+    parse_checkpoint_unverified,
+    verify_checkpoint,
+)
+from monitor.audit.export import export_bundle
+from monitor.audit.merkle import ProofError, Tree, leaf_hash, verify_consistency, verify_inclusion
+from monitor.audit.store import LedgerError
+from monitor.audit.verify import format_result, open_source, verify
+
+INCLUSION_FORMAT = "telesafe-inclusion-proof/v1"
+CONSISTENCY_FORMAT = "telesafe-consistency-proof/v1"
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit code 2."""
+
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _guard(fn: Handler) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except (CliError, LedgerError, KeyFileError, CheckpointError, ProofError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as exc:
+            print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_USAGE
+
+    return run
+
+
+def _nonneg(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{v} is negative")
+    return v
+
+
+# --- keygen --------------------------------------------------------------------------
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    try:
+        sk_path, pub_path = generate_key_files(args.out)
+    except FileExistsError:
+        raise CliError(f"{args.out} already exists; refusing to overwrite a key") from None
+    print(f"private key: {sk_path} (mode 0600)\npublic key:  {pub_path}")
+    return EXIT_OK
+
+
+# --- verify --------------------------------------------------------------------------
+
+
+def _verify(args: argparse.Namespace) -> int:
+    if not Path(args.ledger).exists():
+        raise CliError(f"{args.ledger}: no such ledger file or bundle directory")
+    pub = load_public_key(args.pubkey)
+    trusted = [(str(p), Path(p).read_text(encoding="utf-8")) for p in args.checkpoint or []]
+    res = verify(
+        args.ledger, pub, trusted_notes=trusted, origin=args.origin,
+        use_sidecar=not args.no_sidecar,
+    )
+    if args.json:
+        print(json.dumps({
+            "ok": res.ok,
+            "entries": res.entries,
+            "checkpoints": res.checkpoints,
+            "origin": res.origin,
+            "elapsed_s": round(res.elapsed_s, 3),
+            "first_bad_index": res.first_problem.index if res.first_problem else None,
+            "problems": [str(p) for p in sorted(res.problems, key=lambda p: p.index)],
+            "warnings": res.warnings,
+        }, indent=2))
+    else:
+        print(format_result(res), file=sys.stdout if res.ok else sys.stderr)
+    return EXIT_OK if res.ok else EXIT_FAILED
+
+
+# --- prove / verify-proof ------------------------------------------------------------
+
+
+def _load_tree(ledger: str) -> tuple[Tree, list[bytes], list[tuple[int, str]], str | None]:
+    src = open_source(ledger)
+    try:
+        bodies: list[bytes] = []
+        for idx, _lh, body in src.entries:
+            if idx != len(bodies):
+                raise CliError(f"entry {len(bodies)}: missing; run `audit verify`")
+            bodies.append(body)
+        cps, origin = src.checkpoints, src.origin
+    finally:
+        src.close()
+    return Tree.build([leaf_hash(b) for b in bodies]), bodies, cps, origin
+
+
+def _pick_checkpoint(cps: list[tuple[int, str]], size: int | None, need_above: int) -> str:
+    if size is not None:
+        for s, note in cps:
+            if s == size:
+                return note
+        raise CliError(f"no checkpoint at size {size} (have: {[s for s, _ in cps][-10:]})")
+    if not cps or cps[-1][0] <= need_above:
+        raise CliError(f"entry {need_above} is not yet covered by a signed checkpoint")
+    return cps[-1][1]
+
+
+def _prove(args: argparse.Namespace) -> int:
+    tree, bodies, cps, origin = _load_tree(args.ledger)
+    out: dict[str, Any]
+    if args.entry is not None:
+        n = args.entry
+        if n >= tree.size:
+            raise CliError(f"entry {n} does not exist (ledger has {tree.size} entries)")
+        note = _pick_checkpoint(cps, args.checkpoint, n)
+        cp = parse_checkpoint_unverified(note)
+        if cp.size <= n or cp.size > tree.size:
+            raise CliError(f"checkpoint size {cp.size} cannot cover entry {n}")
+        if tree.root(cp.size) != cp.root:
+            raise CliError(f"ledger does not match its checkpoint at size {cp.size}; run verify")
+        out = {
+            "format": INCLUSION_FORMAT,
+            "origin": cp.origin,
+            "index": n,
+            "size": cp.size,
+            "leaf_hash": tree.levels[0][n].hex(),
+            "path": [h.hex() for h in tree.inclusion_proof(n, cp.size)],
+            "checkpoint": note,
+            "entry": bodies[n].decode("utf-8"),
+        }
+    else:
+        m = args.consistency_from
+        note2 = _pick_checkpoint(cps, args.checkpoint, m)
+        cp2 = parse_checkpoint_unverified(note2)
+        if not 0 < m <= cp2.size <= tree.size:
+            raise CliError(f"need 0 < {m} <= checkpoint size {cp2.size} <= {tree.size}")
+        if tree.root(cp2.size) != cp2.root:
+            raise CliError(f"ledger does not match its checkpoint at size {cp2.size}; run verify")
+        note1 = next((nt for s, nt in cps if s == m), None)
+        out = {
+            "format": CONSISTENCY_FORMAT,
+            "origin": cp2.origin,
+            "size1": m,
+            "size2": cp2.size,
+            "root1": tree.root(m).hex(),
+            "path": [h.hex() for h in tree.consistency_proof(m, cp2.size)],
+            "checkpoint1": note1,
+            "checkpoint2": note2,
+        }
+    del origin
+    text = json.dumps(out, indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _hexlist(v: Any, what: str) -> list[bytes]:
+    if not isinstance(v, list):
+        raise CliError(f"{what} must be a list of hex strings")
+    try:
+        return [bytes.fromhex(h) for h in v]
+    except (TypeError, ValueError) as exc:
+        raise CliError(f"{what}: {exc}") from None
+
+
+def _entry_bytes(path: str) -> bytes:
+    raw = Path(path).read_bytes().rstrip(b"\n")
+    try:
+        # Accept a pretty-printed copy of the entry too: hash its canonical form.
+        return canonical_json(json.loads(raw))
+    except ValueError as exc:
+        raise CliError(f"{path}: not a JSON entry: {exc}") from None
+
+
+def _verify_proof(args: argparse.Namespace) -> int:
+    pub = load_public_key(args.pubkey)
+    try:
+        proof = json.loads(Path(args.proof).read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise CliError(f"{args.proof}: not JSON: {exc}") from None
+    if not isinstance(proof, dict):
+        raise CliError(f"{args.proof}: not a proof object")
+    fmt = proof.get("format")
+    try:
+        if fmt == INCLUSION_FORMAT:
+            return _verify_inclusion_proof(proof, pub, args)
+        if fmt == CONSISTENCY_FORMAT:
+            return _verify_consistency_proof(proof, pub, args)
+    except (CheckpointError, ProofError) as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CliError(f"{args.proof}: malformed proof: {exc!r}") from None
+    raise CliError(f"{args.proof}: unknown proof format {fmt!r}")
+
+
+def _verify_inclusion_proof(proof: dict[str, Any], pub: Any, args: argparse.Namespace) -> int:
+    scp = verify_checkpoint(str(proof["checkpoint"]), pub)
+    index, size = int(proof["index"]), int(proof["size"])
+    if size != scp.size:
+        raise ProofError(f"proof is for size {size} but the checkpoint has size {scp.size}")
+    lh = bytes.fromhex(str(proof["leaf_hash"]))
+    body: bytes | None = None
+    if args.entry_file:
+        body = _entry_bytes(args.entry_file)
+    elif proof.get("entry") is not None:
+        body = str(proof["entry"]).encode("utf-8")
+    if body is not None:
+        if leaf_hash(body) != lh:
+            raise ProofError("the entry does not hash to the proof's leaf hash")
+        obj = json.loads(body)
+        if not isinstance(obj, dict) or obj.get("index") != index:
+            raise ProofError(f"the entry's index is not {index}")
+    verify_inclusion(index, size, lh, _hexlist(proof["path"], "path"), scp.root)
+    print(f"OK: entry {index} is included in the tree of size {size} signed by "
+          f"{scp.origin}/{scp.key_id.hex()} (root {scp.root.hex()})")
+    if body is None:
+        print("note: no entry bytes given; only the leaf hash was proven")
+    else:
+        print(body.decode("utf-8"))
+    return EXIT_OK
+
+
+def _verify_consistency_proof(proof: dict[str, Any], pub: Any, args: argparse.Namespace) -> int:
+    scp2 = verify_checkpoint(str(proof["checkpoint2"]), pub)
+    size1, size2 = int(proof["size1"]), int(proof["size2"])
+    if size2 != scp2.size:
+        raise ProofError(f"proof is for size {size2} but the new checkpoint has size {scp2.size}")
+    old_note = Path(args.old_checkpoint).read_text("utf-8") if args.old_checkpoint else None
+    old_note = old_note or proof.get("checkpoint1")
+    if old_note is not None:
+        scp1 = verify_checkpoint(str(old_note), pub, scp2.origin)
+        if scp1.size != size1:
+            raise ProofError(f"old checkpoint has size {scp1.size}, proof is from {size1}")
+        root1 = scp1.root
+    else:
+        root1 = bytes.fromhex(str(proof["root1"]))
+        print("note: no signed old checkpoint; using the unsigned root1 in the proof")
+    verify_consistency(size1, size2, root1, scp2.root, _hexlist(proof["path"], "path"))
+    print(f"OK: the tree of size {size1} is a prefix of the signed tree of size {size2}")
+    return EXIT_OK
+
+
+# --- export / show -------------------------------------------------------------------
+
+
+def _export(args: argparse.Namespace) -> int:
+    pub = load_public_key(args.pubkey) if args.pubkey else None
+    res = export_bundle(args.ledger, args.out, pub)
+    print(f"exported {res.entries} entries and {res.checkpoints} checkpoints to {res.out} "
+          f"(key id {res.key_id})")
+    return EXIT_OK
+
+
+_TIME_KEYS = ("t_utc_ns", "ts_ns", "t_ns", "timestamp", "ts", "time")
+_TYPE_KEYS = ("type", "event", "kind")
+
+
+def _fmt_time(v: Any) -> str:
+    if isinstance(v, int) and v > 10**15:
+        v = v / 1e9
+    if isinstance(v, int | float):
+        return dt.datetime.fromtimestamp(v, dt.UTC).isoformat(timespec="milliseconds")
+    return str(v)
+
+
+def _show(args: argparse.Namespace) -> int:
+    src = open_source(args.ledger)
+    rows: collections.deque[str] = collections.deque(maxlen=args.tail)
+    try:
+        for idx, _lh, body in src.entries:
+            try:
+                e = json.loads(body)
+            except ValueError:
+                rows.append(f"{idx:>8}  <unreadable body>")
+                continue
+            if not isinstance(e, dict):
+                continue
+            if args.procedure is not None and str(e.get("procedure_id")) != args.procedure:
+                continue
+            rest = dict(e)
+            rest.pop("index", None)
+            tkey = next((k for k in _TIME_KEYS if k in rest), None)
+            ykey = next((k for k in _TYPE_KEYS if k in rest), None)
+            t = _fmt_time(rest.pop(tkey)) if tkey else "-"
+            typ = str(rest.pop(ykey)) if ykey else "-"
+            proc = str(rest.pop("procedure_id", "-"))
+            detail = json.dumps(rest, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+            if len(detail) > 140:
+                detail = detail[:137] + "..."
+            rows.append(f"{idx:>8}  {t:<29} {typ:<22} {proc:<14} {detail}")
+    finally:
+        src.close()
+    print(f"{'index':>8}  {'time (UTC)':<29} {'type':<22} {'procedure':<14} details")
+    for r in rows:
+        print(r)
+    return EXIT_OK
+
+
+# --- wiring --------------------------------------------------------------------------
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = sub.add_parser(
+        "audit", help="immutable audit ledger: keys, verification, proofs, export",
+        description="Tools for the signed, Merkle-tree audit ledger.",
+    )
+    a = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+
+    p = a.add_parser("keygen", help="generate an Ed25519 checkpoint signing key",
+                     description="Write a new private key (0600) to KEY and its public key "
+                     "to KEY.pub. Never overwrites.")
+    p.add_argument("--out", required=True, metavar="KEY", help="private key path")
+    p.set_defaults(func=_guard(_keygen))
+
+    p = a.add_parser("verify", help="verify a ledger file or export bundle",
+                     description="Recompute every leaf hash and checkpoint root, check every "
+                     "signature and consistency between checkpoints. Exit 1 with "
+                     "'entry N: reason' on the first problem.")
+    p.add_argument("ledger", metavar="LEDGER", help="ledger .db file or export directory")
+    p.add_argument("--pubkey", required=True, metavar="KEY.pub",
+                   help="trusted public key (PEM, raw 32 bytes or vkey)")
+    p.add_argument("--checkpoint", action="append", metavar="NOTE",
+                   help="a checkpoint you obtained earlier; the ledger must extend it "
+                   "(repeatable)")
+    p.add_argument("--origin", help="expected origin (log identity)")
+    p.add_argument("--no-sidecar", action="store_true",
+                   help="ignore LEDGER.checkpoint (the last checkpoint kept beside the file)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_guard(_verify))
+
+    p = a.add_parser("prove", help="print an inclusion or consistency proof (JSON)",
+                     description="Inclusion proof of entry N in a signed checkpoint (the "
+                     "latest by default), or a consistency proof from an older size.")
+    p.add_argument("ledger", metavar="LEDGER")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--entry", type=_nonneg, metavar="N", help="entry index")
+    g.add_argument("--consistency-from", type=_nonneg, metavar="SIZE",
+                   help="prove the tree of this size is a prefix of the checkpoint")
+    p.add_argument("--checkpoint", type=_nonneg, metavar="SIZE",
+                   help="use the checkpoint of this size (default: latest)")
+    p.add_argument("--out", metavar="FILE", help="write the proof here instead of stdout")
+    p.set_defaults(func=_guard(_prove))
+
+    p = a.add_parser("verify-proof", help="check a proof from `prove` offline",
+                     description="Check the checkpoint signature and the Merkle proof. For an "
+                     "inclusion proof, the entry bytes embedded in the proof (or "
+                     "--entry-file) must hash to the leaf hash.")
+    p.add_argument("proof", metavar="PROOF.json")
+    p.add_argument("--pubkey", required=True, metavar="KEY.pub")
+    p.add_argument("--entry-file", metavar="FILE", help="your own copy of the entry (JSON)")
+    p.add_argument("--old-checkpoint", metavar="NOTE",
+                   help="consistency proofs: the old checkpoint you hold")
+    p.set_defaults(func=_guard(_verify_proof))
+
+    p = a.add_parser("export", help="write a self-contained, verifiable bundle",
+                     description="entries.jsonl, checkpoints/, pubkey.pem, manifest.json and "
+                     "a README explaining how to verify it.")
+    p.add_argument("ledger", metavar="LEDGER")
+    p.add_argument("--out", required=True, metavar="DIR", help="new or empty directory")
+    p.add_argument("--pubkey", metavar="KEY.pub", help="key to ship (default: from the ledger)")
+    p.set_defaults(func=_guard(_export))
+
+    p = a.add_parser("show", help="readable listing of entries",
+                     description="List entries (ledger file or bundle); no verification.")
+    p.add_argument("ledger", metavar="LEDGER")
+    p.add_argument("--procedure", metavar="ID", help="only this procedure_id")
+    p.add_argument("--tail", type=_nonneg, metavar="N", help="only the last N matching")
+    p.set_defaults(func=_guard(_show))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="telesafe")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register(sub)
+    args = parser.parse_args(argv)
+    func: Handler = args.func
+    return func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
