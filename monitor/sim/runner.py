@@ -1,0 +1,403 @@
+"""Kafka driver of the simulator: one scheduler thread for every site of every
+procedure, plus one consumer thread listening to the safety commands.
+
+Why this shape: one thread with a monotonic clock keeps per-site send order
+trivially correct (seq is assigned and sent in the same thread) and costs no
+context switches per record; the consumer needs its own thread only because
+kafka-python's poll() blocks. It hands commands over through a queue and wakes
+the scheduler, so a safe_stop is handled within a millisecond of arrival.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from monitor.icd.models import (
+    PROCEDURE_ID_PATTERN,
+    Command,
+    MonitorHeartbeat,
+    Rearm,
+    SafeStop,
+)
+from monitor.icd.topics import Topics
+from monitor.kafka.settings import KafkaSettings
+from monitor.sim.faults import Fault
+from monitor.sim.sites import Outgoing, ProcedureOptions, ProcedureSim
+
+Signer = Callable[[bytes], "list[tuple[str, bytes]] | None"]
+"""ICD §8 hook: value bytes -> Kafka headers (e.g. telesafe-sig, telesafe-key), or None."""
+
+EventCallback = Callable[[dict[str, Any]], None]
+
+_commands = TypeAdapter[SafeStop | MonitorHeartbeat | Rearm](Command)
+_MAX_IDLE_S = 0.005  # longest scheduler sleep; commands wake it earlier anyway
+
+
+class SimulationError(Exception):
+    """An expected failure (no broker, missing topic...): shown without traceback."""
+
+
+@dataclass
+class SimConfig:
+    duration: float | None = 15.0  # None: until stop()
+    procedures: int = 1
+    procedure_prefix: str = "LDN-GIB"
+    faults: list[Fault] = field(default_factory=list)
+    policy: str | None = None
+    surgeon_id: str = "surgeon-ldn-01"
+    ack_delay_ms: float = 20.0
+    ack: bool = True
+    send_end: bool = True
+    deadman_hold: bool = False
+    deadman_timeout_ms: float = 500.0
+    seed: int | None = None
+
+    def procedure_ids(self) -> list[str]:
+        return [f"{self.procedure_prefix}-{i + 1:04d}" for i in range(self.procedures)]
+
+    def validate(self) -> None:
+        import re
+
+        if self.procedures < 1:
+            raise ValueError("--procedures must be at least 1")
+        if self.duration is not None and self.duration <= 0:
+            raise ValueError("--duration must be positive")
+        if self.ack_delay_ms < 0:
+            raise ValueError("--ack-delay-ms must not be negative")
+        for pid in self.procedure_ids():
+            if not re.match(PROCEDURE_ID_PATTERN, pid):
+                raise ValueError(
+                    f"procedure id {pid!r} is not valid (ICD §3: {PROCEDURE_ID_PATTERN})"
+                )
+        ids = self.procedure_ids()
+        for f in self.faults:
+            if isinstance(f.procedure, int) and f.procedure >= self.procedures:
+                raise ValueError(
+                    f"fault {f.describe()!r}: procedure={f.procedure} but only "
+                    f"{self.procedures} procedure(s) (indexes from 0)"
+                )
+            if isinstance(f.procedure, str) and f.procedure not in ids:
+                raise ValueError(
+                    f"fault {f.describe()!r}: procedure {f.procedure!r} is not one of "
+                    f"{', '.join(ids)}"
+                )
+
+
+class Simulation:
+    """Plays `config.procedures` procedures against Kafka.
+
+    `start()` returns once the command consumer is positioned at the end of the
+    commands topic, so any command published after it is seen.
+    """
+
+    def __init__(
+        self,
+        config: SimConfig,
+        settings: KafkaSettings | None = None,
+        *,
+        sign: Signer | None = None,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.settings = settings or KafkaSettings()
+        self.topics = Topics(self.settings.topic_prefix)
+        self.sign = sign
+        self.on_event = on_event
+        self._events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._inbox: queue.SimpleQueue[tuple[float, SafeStop | MonitorHeartbeat | Rearm]] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+        self._consumer_thread: threading.Thread | None = None
+        self._producer: Any = None
+        self._consumer: Any = None
+        self._t0 = 0.0
+        self._wall_start = 0.0
+        self._cpu_start = 0.0
+        self._cpu_used = 0.0
+        self._elapsed = 0.0
+        self._send_errors = 0
+        self._commands_ignored = 0
+        self._commands_invalid = 0
+        self._loop_lag_max = 0.0
+        opts = ProcedureOptions(
+            policy=config.policy,
+            surgeon_id=config.surgeon_id,
+            ack_delay_s=config.ack_delay_ms / 1000.0,
+            ack=config.ack,
+            deadman_hold=config.deadman_hold,
+            deadman_timeout_s=config.deadman_timeout_ms / 1000.0,
+            send_end=config.send_end,
+        )
+        self.procs: dict[str, ProcedureSim] = {
+            pid: ProcedureSim(
+                pid,
+                index=i,
+                faults=config.faults,
+                options=opts,
+                seed=None if config.seed is None else config.seed + i,
+                on_event=self._record_event,
+            )
+            for i, pid in enumerate(config.procedure_ids())
+        }
+
+    # ------------------------------------------------------------------ events
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """A snapshot of the events so far (thread-safe copy)."""
+        with self._lock:
+            return list(self._events)
+
+    def _record_event(self, ev: dict[str, Any]) -> None:
+        ev = {"sim_t": round(time.monotonic() - self._t0, 4), "wall_ns": time.time_ns()} | ev
+        with self._lock:
+            self._events.append(ev)
+        if self.on_event is not None:
+            # A broken display must not stop the robot simulation.
+            with contextlib.suppress(Exception):
+                self.on_event(ev)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("simulation already started")
+        from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+        from kafka.errors import KafkaError
+
+        try:
+            self._producer = KafkaProducer(
+                **self.settings.producer_config(client_id="telesafe-sim")
+            )
+            for site in ("console", "robot"):
+                topic = (
+                    self.topics.telemetry_console
+                    if site == "console"
+                    else self.topics.telemetry_robot
+                )
+                try:
+                    self._producer.partitions_for(topic)
+                except KafkaError:
+                    raise SimulationError(
+                        f"topic {topic!r} does not exist on {self.settings.bootstrap_servers} "
+                        "(create the ICD topics first: telesafe broker start / broker topics)"
+                    ) from None
+            # No consumer group: assign every partition and start at the end, so
+            # we listen immediately and never replay old commands.
+            self._consumer = KafkaConsumer(
+                **self.settings.consumer_config(
+                    client_id="telesafe-sim-robot", group_id=None, enable_auto_commit=False
+                )
+            )
+            parts = None
+            deadline = time.monotonic() + 10.0
+            while parts is None and time.monotonic() < deadline:
+                parts = self._consumer.partitions_for_topic(self.topics.commands)
+                if parts is None:
+                    time.sleep(0.1)
+            if not parts:
+                raise SimulationError(
+                    f"topic {self.topics.commands!r} does not exist on "
+                    f"{self.settings.bootstrap_servers}"
+                )
+            tps = [TopicPartition(self.topics.commands, p) for p in sorted(parts)]
+            self._consumer.assign(tps)
+            self._consumer.seek_to_end(*tps)
+            for tp in tps:  # resolve the lazy seek now, before we report ready
+                self._consumer.position(tp)
+        except KafkaError as exc:
+            self._close_clients()
+            raise SimulationError(
+                f"cannot reach Kafka at {self.settings.bootstrap_servers}: {exc}"
+            ) from None
+        except SimulationError:
+            self._close_clients()
+            raise
+        self._t0 = time.monotonic()
+        self._wall_start = time.time()
+        self._cpu_start = time.process_time()
+        self._consumer_thread = threading.Thread(
+            target=self._consume, name="telesafe-sim-commands", daemon=True
+        )
+        self._consumer_thread.start()
+        self._thread = threading.Thread(target=self._loop, name="telesafe-sim", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the run to end now (procedure_end is still sent unless disabled)."""
+        self._stop.set()
+        self._wake.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the run to finish; True when it has."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def run(self, duration: float | None = None) -> dict[str, Any]:
+        """Start, play for `duration` seconds (default: the configured one), return the summary."""
+        if duration is not None:
+            self.config.duration = duration
+        self.start()
+        try:
+            while not self.wait(0.2):
+                pass
+        except KeyboardInterrupt:
+            self.stop()
+            self.wait()
+        return self.summary()
+
+    # ------------------------------------------------------------------ threads
+
+    def _consume(self) -> None:
+        ids = set(self.procs)
+        while not self._stop.is_set():
+            try:
+                batches = self._consumer.poll(timeout_ms=50)
+            except Exception as exc:  # keep listening; Kafka errors are usually transient
+                self._record_event(
+                    {"event": "error", "where": "commands consumer", "error": repr(exc)}
+                )
+                time.sleep(0.2)
+                continue
+            got = False
+            for records in batches.values():
+                for rec in records:
+                    arrived = time.monotonic()
+                    try:
+                        cmd = _commands.validate_json(rec.value)
+                    except (ValidationError, ValueError, TypeError):
+                        self._commands_invalid += 1
+                        continue
+                    if cmd.procedure_id not in ids:
+                        self._commands_ignored += 1
+                        continue
+                    self._inbox.put((arrived, cmd))
+                    got = True
+            if got:
+                self._wake.set()
+
+    def _loop(self) -> None:
+        procs = list(self.procs.values())
+        duration = self.config.duration
+        try:
+            while True:
+                now = time.monotonic() - self._t0
+                if self._stop.is_set() or (duration is not None and now >= duration):
+                    break
+                while True:
+                    try:
+                        arrived, cmd = self._inbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    self.procs[cmd.procedure_id].on_command(cmd, arrived - self._t0)
+                due = float("inf")
+                for p in procs:
+                    late = now - p.next_due()
+                    if late > self._loop_lag_max:
+                        self._loop_lag_max = late
+                    self._send(p.step(now))
+                    due = min(due, p.next_due())
+                if duration is not None:
+                    due = min(due, duration)
+                wait = min(due - (time.monotonic() - self._t0), _MAX_IDLE_S)
+                if wait > 0:
+                    self._wake.wait(wait)
+                    self._wake.clear()
+        except Exception as exc:
+            self._record_event({"event": "error", "where": "scheduler", "error": repr(exc)})
+        finally:
+            end_t = time.monotonic() - self._t0
+            for p in procs:
+                out: list[Outgoing] = []
+                p.finish(end_t, out)
+                with contextlib.suppress(Exception):
+                    self._send(out)
+            self._elapsed = end_t
+            with contextlib.suppress(Exception):
+                self._producer.flush(timeout=5)
+            self._cpu_used = time.process_time() - self._cpu_start
+            self._stop.set()
+            if self._consumer_thread is not None:
+                self._consumer_thread.join(2.0)
+            self._close_clients()
+
+    def _send(self, out: list[Outgoing]) -> None:
+        for o in out:
+            topic = (
+                self.topics.telemetry_robot if o.site == "robot" else self.topics.telemetry_console
+            )
+            headers = self.sign(o.value) if self.sign is not None else None
+            fut = self._producer.send(topic, key=o.key.encode(), value=o.value, headers=headers)
+            fut.add_errback(self._on_send_error)
+
+    def _on_send_error(self, exc: BaseException) -> None:
+        self._send_errors += 1
+        if self._send_errors <= 3:  # enough to diagnose; avoid a flood
+            self._record_event({"event": "error", "where": "producer", "error": repr(exc)})
+
+    def _close_clients(self) -> None:
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close(timeout=2) if client is self._producer else client.close()
+
+    # ------------------------------------------------------------------ summary
+
+    def summary(self) -> dict[str, Any]:
+        """Counts per site and type, commands, acks, and fault-to-stop latency."""
+        per_site: dict[str, Counter[str]] = {"robot": Counter(), "console": Counter()}
+        procs: dict[str, Any] = {}
+        for pid, p in self.procs.items():
+            for site, counts in p.counts().items():
+                per_site[site].update(counts)
+            lat = None
+            if p.first_stop_t is not None and p.first_fault_t is not None:
+                lat = round((p.first_stop_t - p.first_fault_t) * 1000, 1)
+            procs[pid] = {
+                "state": p.state,
+                "seq": {"robot": p.robot.seq, "console": p.console.seq},
+                "lost": {"robot": p.robot.lost, "console": p.console.lost},
+                "safe_stops": len(p.stops),
+                "commands_received": p.commands_received,
+                "acks_sent": p.acks_sent,
+                "rearms": p.rearms,
+                "first_fault_t": p.first_fault_t,
+                "first_stop_t": p.first_stop_t,
+                "fault_to_stop_ms": lat,
+                "max_lag_ms": round(p.max_lag_s * 1000, 2),
+            }
+        elapsed = self._elapsed or (time.monotonic() - self._t0 if self._t0 else 0.0)
+        cpu = self._cpu_used or (time.process_time() - self._cpu_start if self._cpu_start else 0.0)
+        return {
+            "duration_s": round(elapsed, 3),
+            "cpu_s": round(cpu, 3),
+            "cpu_percent": round(100.0 * cpu / elapsed, 1) if elapsed else None,
+            "records": {s: dict(c) for s, c in per_site.items()},
+            "records_total": sum(sum(c.values()) for c in per_site.values()),
+            "send_errors": self._send_errors,
+            "commands_invalid": self._commands_invalid,
+            "commands_other_procedures": self._commands_ignored,
+            "scheduler_max_lag_ms": round(self._loop_lag_max * 1000, 2),
+            "procedures": procs,
+        }
+
+
+def events_to_jsonl(events: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(e, default=str) + "\n" for e in events)
