@@ -206,6 +206,14 @@ def _verify_source(
     tree = Tree.build(hashes)
     n = tree.size
     res.entries = n
+    entry_bad = sorted(p.index for p in res.problems)
+
+    def blame(lo: int, hi: int) -> int:
+        """A root mismatch over [lo, hi) is best explained by the first entry already
+        found bad in that range; otherwise all we know is that it starts at lo."""
+        return next((i for i in entry_bad if lo <= i < hi), lo)
+
+    matched = [0]  # sizes whose root matched a signed checkpoint
 
     # 3. Roots at every checkpoint, and RFC 9162 consistency between successive ones.
     prev: SignedCheckpoint | None = None
@@ -220,7 +228,7 @@ def _verify_source(
             continue
         if tree.root(scp.size) != scp.root:
             res.add(
-                lo,
+                blame(lo, scp.size),
                 f"root of entries [0, {scp.size}) does not match the signed checkpoint at "
                 f"size {scp.size}: an entry in [{lo}, {scp.size}) was altered, removed, "
                 f"inserted or reordered",
@@ -236,6 +244,7 @@ def _verify_source(
                 res.add(lo, f"checkpoint {scp.size} is inconsistent with {prev.size}: {exc}")
                 continue
         prev = scp
+        matched.append(scp.size)
     res.latest = prev
     if n and not good:
         res.add(0, "no valid signed checkpoint covers any entry")
@@ -260,8 +269,9 @@ def _verify_source(
                 f"{scp.size} but the ledger holds only {n} entries",
             )
         elif tree.root(scp.size) != scp.root:
+            lo = max(s for s in matched if s <= scp.size)
             res.add(
-                0,
+                blame(lo, scp.size),
                 f"fork: trusted checkpoint {label} at size {scp.size} has a different root "
                 f"from this ledger",
             )
