@@ -36,8 +36,9 @@ class WarningSet:
             w.last_bad_mono = now_mono
             w.observed = observed
             return False
-        self.active[(rule, subject)] = ActiveWarning(rule, subject, now_mono, now_mono, observed,
-                                                     threshold)
+        self.active[(rule, subject)] = ActiveWarning(
+            rule, subject, now_mono, now_mono, observed, threshold
+        )
         return True
 
     def clear_due(self, now_mono: int) -> list[ActiveWarning]:

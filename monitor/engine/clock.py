@@ -36,7 +36,9 @@ class SystemClock:
 class FakeClock:
     """A clock tests move by hand."""
 
-    def __init__(self, mono_ns: int = 1_000_000_000, utc_ns: int = 1_770_000_000_000_000_000) -> None:
+    def __init__(
+        self, mono_ns: int = 1_000_000_000, utc_ns: int = 1_770_000_000_000_000_000
+    ) -> None:
         self._i = Instant(mono_ns, utc_ns)
 
     def now(self) -> Instant:

@@ -56,7 +56,9 @@ class Engine:
         self._after(proc, out, now)
         return out
 
-    def _open(self, rec: AnyTelemetry, now: Instant, out: list[Decision]) -> ProcedureMonitor | None:
+    def _open(
+        self, rec: AnyTelemetry, now: Instant, out: list[Decision]
+    ) -> ProcedureMonitor | None:
         pid = rec.procedure_id
         if pid in self._ended and not isinstance(rec, ProcedureStart):
             self.late_records += 1  # a straggler after procedure_end must not reopen it
@@ -69,40 +71,83 @@ class Engine:
                 self.late_records += 1
                 return None
         self._ended.pop(pid, None)
-        proc = ProcedureMonitor(pid, self.packs.default, now, self.config.monitor_id,
-                                self._summary_ns)
+        proc = ProcedureMonitor(
+            pid, self.packs.default, now, self.config.monitor_id, self._summary_ns
+        )
         self.procedures[pid] = proc
-        out.append(Event("procedure_opened", pid, now.mono_ns, now.utc_ns, {
-            "by": rec.type, "site": rec.site,
-            "policy": {"pack": proc.loaded.name, "version": proc.loaded.version,
-                       "hash": proc.loaded.sha256},
-        }))
+        out.append(
+            Event(
+                "procedure_opened",
+                pid,
+                now.mono_ns,
+                now.utc_ns,
+                {
+                    "by": rec.type,
+                    "site": rec.site,
+                    "policy": {
+                        "pack": proc.loaded.name,
+                        "version": proc.loaded.version,
+                        "hash": proc.loaded.sha256,
+                    },
+                },
+            )
+        )
         if isinstance(rec, ProcedureStart):
             self._choose_pack(proc, rec, now, out)
         return proc
 
-    def _choose_pack(self, proc: ProcedureMonitor, rec: ProcedureStart, now: Instant,
-                     out: list[Decision]) -> None:
+    def _choose_pack(
+        self, proc: ProcedureMonitor, rec: ProcedureStart, now: Instant, out: list[Decision]
+    ) -> None:
         pack = self.packs.get(rec.policy)
         if pack is None:
-            out.append(Event("policy_unknown", proc.procedure_id, now.mono_ns, now.utc_ns, {
-                "requested": rec.policy, "applied": self.packs.default.name,
-                "reason": f"policy pack {rec.policy!r} is not loaded; the default pack applies",
-            }))
+            out.append(
+                Event(
+                    "policy_unknown",
+                    proc.procedure_id,
+                    now.mono_ns,
+                    now.utc_ns,
+                    {
+                        "requested": rec.policy,
+                        "applied": self.packs.default.name,
+                        "reason": f"policy pack {rec.policy!r} is not loaded; "
+                        "the default pack applies",
+                    },
+                )
+            )
             pack = self.packs.default
         proc.apply_pack(pack, now, out)
 
     def on_operator(self, req: AnyOperator, now: Instant) -> list[Decision]:
         proc = self.procedures.get(req.procedure_id)
         if isinstance(req, Note):
-            return [Event("operator_note", req.procedure_id, now.mono_ns, now.utc_ns,
-                          {"operator_id": req.operator_id, "text": req.text,
-                           "known_procedure": proc is not None})]
+            return [
+                Event(
+                    "operator_note",
+                    req.procedure_id,
+                    now.mono_ns,
+                    now.utc_ns,
+                    {
+                        "operator_id": req.operator_id,
+                        "text": req.text,
+                        "known_procedure": proc is not None,
+                    },
+                )
+            ]
         if proc is None:
-            return [Event("rearm_rejected", req.procedure_id, now.mono_ns, now.utc_ns, {
-                "operator_id": req.operator_id, "reason": req.reason,
-                "rejected_because": ["procedure is not monitored by this instance"],
-            })]
+            return [
+                Event(
+                    "rearm_rejected",
+                    req.procedure_id,
+                    now.mono_ns,
+                    now.utc_ns,
+                    {
+                        "operator_id": req.operator_id,
+                        "reason": req.reason,
+                        "rejected_because": ["procedure is not monitored by this instance"],
+                    },
+                )
+            ]
         ops = self.config.operators
         out = proc.on_rearm(req, ops is None or req.operator_id in ops, now)
         self._after(proc, out, now)
@@ -111,8 +156,8 @@ class Engine:
     def on_rejected(self, procedure_id: str | None, site: str | None) -> None:
         """Count a dead-lettered record against its procedure (no decision, no liveness)."""
         proc = self.procedures.get(procedure_id) if procedure_id else None
-        if proc is not None and site in proc.sites:
-            proc.sites[site].rejected += 1  # type: ignore[index]
+        if proc is not None and site in ("console", "robot"):
+            proc.sites["console" if site == "console" else "robot"].rejected += 1
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -148,8 +193,9 @@ class Engine:
             self._ended[pid] = None
             if len(self._ended) > self.config.ended_memory:
                 self._ended.popitem(last=False)
-            out.append(Event("procedure_closed", pid, now.mono_ns, now.utc_ns,
-                             {"final_state": proc.state}))
+            out.append(
+                Event("procedure_closed", pid, now.mono_ns, now.utc_ns, {"final_state": proc.state})
+            )
             return
         nd = proc.next_deadline()
         if nd is None:
@@ -174,21 +220,37 @@ class Engine:
             sites = {}
             for name, s in p.sites.items():
                 age = None if s.last_fresh_hb is None else (now.mono_ns - s.last_fresh_hb) / 1e9
-                sites[name] = {"heartbeat_age_s": age, "jitter_ms": s.jitter_ms,
-                               "loss_ratio": s.loss_ratio, "duplicates": s.duplicates,
-                               "lost": s.lost, "stale": s.stale, "state": s.state}
+                sites[name] = {
+                    "heartbeat_age_s": age,
+                    "jitter_ms": s.jitter_ms,
+                    "loss_ratio": s.loss_ratio,
+                    "duplicates": s.duplicates,
+                    "lost": s.lost,
+                    "stale": s.stale,
+                    "state": s.state,
+                }
             channels = {}
-            for name, ch in p.channels.items():
+            for cname, ch in p.channels.items():
                 ch.window.expire(now.mono_ns)
-                channels[name] = {q: ch.window.quantile(float(q)) for q in ("0.5", "0.95", "0.99")}
+                channels[cname] = {q: ch.window.quantile(float(q)) for q in ("0.5", "0.95", "0.99")}
             out[pid] = {
-                "state": p.state, "pack": p.loaded.name, "sites": sites, "channels": channels,
-                "arms": {a: {"margin_mm": t.margin_mm, "speed_mm_s": t.speed_mm_s}
-                         for a, t in p.arms.items()},
+                "state": p.state,
+                "pack": p.loaded.name,
+                "sites": sites,
+                "channels": channels,
+                "arms": {
+                    a: {"margin_mm": t.margin_mm, "speed_mm_s": t.speed_mm_s}
+                    for a, t in p.arms.items()
+                },
                 "warnings": [f"{w.rule}:{w.subject}" for w in p.warnings.active.values()],
-                "latch": None if p.latch is None else {
-                    "rule": p.latch.rule, "command_id": p.latch.command.command_id,
-                    "resends": p.latch.resends, "ack": p.latch.ack_result,
-                    "escalated": p.latch.escalated},
+                "latch": None
+                if p.latch is None
+                else {
+                    "rule": p.latch.rule,
+                    "command_id": p.latch.command.command_id,
+                    "resends": p.latch.resends,
+                    "ack": p.latch.ack_result,
+                    "escalated": p.latch.escalated,
+                },
             }
         return out

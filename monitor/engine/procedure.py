@@ -15,7 +15,7 @@ from monitor.engine.alarms import WarningSet
 from monitor.engine.clock import MS, Instant
 from monitor.engine.decisions import Decision, Event, SendCommand
 from monitor.engine.window import SlidingQuantiles
-from monitor.engine.workspace import box_margin, derived_speed, speed, zone_distance
+from monitor.engine.workspace import derived_speed, speed, zone_distance
 from monitor.icd.models import (
     SITES,
     AnyTelemetry,
@@ -134,8 +134,9 @@ class ProcedureMonitor:
         self.warnings = WarningSet(int(p.alarms.clear_after_ms * MS))
 
     def _policy_ref(self, rule: str) -> PolicyRef:
-        return PolicyRef(pack=self.loaded.name, version=self.loaded.version, rule=rule,
-                         hash=self.loaded.sha256)
+        return PolicyRef(
+            pack=self.loaded.name, version=self.loaded.version, rule=rule, hash=self.loaded.sha256
+        )
 
     def _event(self, kind: str, now: Instant, **data: Any) -> Event:
         return Event(kind, self.procedure_id, now.mono_ns, now.utc_ns, data)
@@ -149,7 +150,9 @@ class ProcedureMonitor:
 
     def _compute_state(self) -> State:
         if self.latch is not None:
-            return "safe_stopped" if self.latch.ack_result == "safe_stopped" else "safe_stop_latched"
+            return (
+                "safe_stopped" if self.latch.ack_result == "safe_stopped" else "safe_stop_latched"
+            )
         if self.ended:
             return "ended"
         if self.warnings:
@@ -171,42 +174,91 @@ class ProcedureMonitor:
 
     # -- rule outcomes -------------------------------------------------------------------
 
-    def _warn(self, rule: str, subject: str, now: Instant, observed: Any, threshold: Any,
-              reason: str, out: list[Decision]) -> None:
+    def _warn(
+        self,
+        rule: str,
+        subject: str,
+        now: Instant,
+        observed: Any,
+        threshold: Any,
+        reason: str,
+        out: list[Decision],
+    ) -> None:
         if self.warnings.bad(rule, subject, now.mono_ns, observed, threshold):
-            out.append(self._event(
-                "warning_raised", now, rule=rule, subject=subject, observed=observed,
-                threshold=threshold, reason=reason, policy=self._policy_ref(rule).model_dump(),
-            ))
+            out.append(
+                self._event(
+                    "warning_raised",
+                    now,
+                    rule=rule,
+                    subject=subject,
+                    observed=observed,
+                    threshold=threshold,
+                    reason=reason,
+                    policy=self._policy_ref(rule).model_dump(),
+                )
+            )
 
-    def _trip(self, rule: str, subject: str, now: Instant, observed: Any, threshold: Any,
-              reason: str, out: list[Decision], breach_mono: int | None = None) -> None:
+    def _trip(
+        self,
+        rule: str,
+        subject: str,
+        now: Instant,
+        observed: Any,
+        threshold: Any,
+        reason: str,
+        out: list[Decision],
+        breach_mono: int | None = None,
+    ) -> None:
         """Latch a safe-stop: one command per breach episode; later breaches are only noted."""
         if self.latch is not None:
             if rule not in self.latch.rules_seen:
                 self.latch.rules_seen.add(rule)
-                out.append(self._event(
-                    "breach_while_latched", now, rule=rule, subject=subject, observed=observed,
-                    threshold=threshold, reason=reason,
-                    command_id=self.latch.command.command_id,
-                ))
+                out.append(
+                    self._event(
+                        "breach_while_latched",
+                        now,
+                        rule=rule,
+                        subject=subject,
+                        observed=observed,
+                        threshold=threshold,
+                        reason=reason,
+                        command_id=self.latch.command.command_id,
+                    )
+                )
             return
         self.episode += 1
-        cid = str(uuid.uuid5(_COMMAND_NS, f"{self.monitor_id}|{self.procedure_id}|"
-                                          f"{self.episode}|{now.utc_ns}"))
+        cid = str(
+            uuid.uuid5(
+                _COMMAND_NS, f"{self.monitor_id}|{self.procedure_id}|{self.episode}|{now.utc_ns}"
+            )
+        )
         cmd = SafeStop(
-            command_id=cid, procedure_id=self.procedure_id, issued_at=now.utc_ns,
-            monitor_id=self.monitor_id, policy=self._policy_ref(rule),
-            observed=observed, threshold=threshold, reason=reason,
+            command_id=cid,
+            procedure_id=self.procedure_id,
+            issued_at=now.utc_ns,
+            monitor_id=self.monitor_id,
+            policy=self._policy_ref(rule),
+            observed=observed,
+            threshold=threshold,
+            reason=reason,
         )
         bm = breach_mono if breach_mono is not None else now.mono_ns
         self.latch = Latch(cmd, rule, now.mono_ns, now.mono_ns, bm, rules_seen={rule})
         out.append(SendCommand(cmd, 0, now.mono_ns, bm))
-        out.append(self._event(
-            "safe_stop_issued", now, rule=rule, subject=subject, command_id=cid,
-            observed=observed, threshold=threshold, reason=reason, episode=self.episode,
-            policy=cmd.policy.model_dump(),
-        ))
+        out.append(
+            self._event(
+                "safe_stop_issued",
+                now,
+                rule=rule,
+                subject=subject,
+                command_id=cid,
+                observed=observed,
+                threshold=threshold,
+                reason=reason,
+                episode=self.episode,
+                policy=cmd.policy.model_dump(),
+            )
+        )
 
     # -- records ---------------------------------------------------------------------------
 
@@ -246,8 +298,11 @@ class ProcedureMonitor:
         elif isinstance(rec, ProcedureEnd):
             self.ended = True
             self.end_reason = rec.reason
-            out.append(self._event("procedure_ended", now, site=rec.site, reason=rec.reason,
-                                   **self.counters()))
+            out.append(
+                self._event(
+                    "procedure_ended", now, site=rec.site, reason=rec.reason, **self.counters()
+                )
+            )
         self._update_state(now, out)
         return out
 
@@ -256,33 +311,57 @@ class ProcedureMonitor:
         if self.started:
             return
         self.started = True
-        out.append(self._event(
-            "procedure_started", now, site=rec.site, surgeon_id=rec.surgeon_id,
-            robot=rec.robot.model_dump(), arms=list(rec.arms), policy_requested=rec.policy,
-            policy={"pack": self.loaded.name, "version": self.loaded.version,
-                    "hash": self.loaded.sha256},
-        ))
+        out.append(
+            self._event(
+                "procedure_started",
+                now,
+                site=rec.site,
+                surgeon_id=rec.surgeon_id,
+                robot=rec.robot.model_dump(),
+                arms=list(rec.arms),
+                policy_requested=rec.policy,
+                policy={
+                    "pack": self.loaded.name,
+                    "version": self.loaded.version,
+                    "hash": self.loaded.sha256,
+                },
+            )
+        )
 
     def apply_pack(self, pack: LoadedPack, now: Instant, out: list[Decision]) -> None:
         if pack.sha256 != self.loaded.sha256:
             before = {"pack": self.loaded.name, "version": self.loaded.version}
             self._set_pack(pack)
-            out.append(self._event("policy_applied", now, before=before,
-                                   after={"pack": pack.name, "version": pack.version,
-                                          "hash": pack.sha256}))
+            out.append(
+                self._event(
+                    "policy_applied",
+                    now,
+                    before=before,
+                    after={"pack": pack.name, "version": pack.version, "hash": pack.sha256},
+                )
+            )
 
-    def _on_heartbeat(self, rec: Heartbeat, site: SiteTrack, stale: bool, now: Instant,
-                      out: list[Decision]) -> None:
+    def _on_heartbeat(
+        self, rec: Heartbeat, site: SiteTrack, stale: bool, now: Instant, out: list[Decision]
+    ) -> None:
         if rec.clock.source != site.clock_source:
-            out.append(self._event("clock_state", now, site=rec.site,
-                                   before=site.clock_source, source=rec.clock.source,
-                                   offset_ns=rec.clock.offset_ns,
-                                   max_error_ns=rec.clock.max_error_ns))
+            out.append(
+                self._event(
+                    "clock_state",
+                    now,
+                    site=rec.site,
+                    before=site.clock_source,
+                    source=rec.clock.source,
+                    offset_ns=rec.clock.offset_ns,
+                    max_error_ns=rec.clock.max_error_ns,
+                )
+            )
             site.clock_source = rec.clock.source
         site.offset_ns = rec.clock.offset_ns
         if rec.state != site.state:
-            out.append(self._event("site_state", now, site=rec.site, before=site.state,
-                                   after=rec.state))
+            out.append(
+                self._event("site_state", now, site=rec.site, before=site.state, after=rec.state)
+            )
             site.state = rec.state
         if stale:
             return  # ICD §7: a stale heartbeat is no evidence of liveness
@@ -291,11 +370,17 @@ class ProcedureMonitor:
             if gap_ns > self.warn_silence_ns:
                 site.gaps += 1
                 site.max_gap_ms = max(site.max_gap_ms, gap_ns / MS)
-                out.append(self._event("heartbeat_gap", now, site=rec.site,
-                                       gap_ms=round(gap_ns / MS, 3)))
+                out.append(
+                    self._event("heartbeat_gap", now, site=rec.site, gap_ms=round(gap_ns / MS, 3))
+                )
                 # The silence was out of band up to this moment.
-                self.warnings.bad("heartbeat_silence", rec.site, now.mono_ns, round(gap_ns / MS, 3),
-                                  self.policy.heartbeat.warn_silence_ms)
+                self.warnings.bad(
+                    "heartbeat_silence",
+                    rec.site,
+                    now.mono_ns,
+                    round(gap_ns / MS, 3),
+                    self.policy.heartbeat.warn_silence_ms,
+                )
         site.last_fresh_hb = now.mono_ns
         site.gap_warned = site.gap_tripped = False
 
@@ -308,9 +393,16 @@ class ProcedureMonitor:
         if pol.max_sample_ms is not None:
             worst = max(rec.samples_ms)
             if worst > pol.max_sample_ms:
-                self._trip(f"{rec.channel}_latency", rec.channel, now, worst, pol.max_sample_ms,
-                           f"{rec.channel} latency sample of {worst:g} ms exceeds the "
-                           f"{pol.max_sample_ms:g} ms single-sample limit", out)
+                self._trip(
+                    f"{rec.channel}_latency",
+                    rec.channel,
+                    now,
+                    worst,
+                    pol.max_sample_ms,
+                    f"{rec.channel} latency sample of {worst:g} ms exceeds the "
+                    f"{pol.max_sample_ms:g} ms single-sample limit",
+                    out,
+                )
         self._evaluate_channel(rec.channel, now, out)
 
     def _channel_policy(self, channel: Channel) -> ChannelPolicy:
@@ -326,8 +418,15 @@ class ProcedureMonitor:
             return
         pct = f"p{self.policy.latency.quantile * 100:g}"
         if q > pol.warn_ms:
-            self._warn(rule, channel, now, q, pol.warn_ms,
-                       f"{channel} latency {pct} {q:g} ms above {pol.warn_ms:g} ms", out)
+            self._warn(
+                rule,
+                channel,
+                now,
+                q,
+                pol.warn_ms,
+                f"{channel} latency {pct} {q:g} ms above {pol.warn_ms:g} ms",
+                out,
+            )
         if pol.stop_ms is not None and q > pol.stop_ms:
             if ch.breach_since is None:
                 ch.breach_since = now.mono_ns
@@ -335,10 +434,17 @@ class ProcedureMonitor:
             if held_ns >= int(pol.hold_ms * MS):
                 since = ch.breach_since
                 ch.breach_since = None
-                self._trip(rule, channel, now, q, pol.stop_ms,
-                           f"{channel} latency {pct} {q:g} ms above {pol.stop_ms:g} ms "
-                           f"for {held_ns / MS:g} ms (limit: held {pol.hold_ms:g} ms)",
-                           out, breach_mono=since + int(pol.hold_ms * MS))
+                self._trip(
+                    rule,
+                    channel,
+                    now,
+                    q,
+                    pol.stop_ms,
+                    f"{channel} latency {pct} {q:g} ms above {pol.stop_ms:g} ms "
+                    f"for {held_ns / MS:g} ms (limit: held {pol.hold_ms:g} ms)",
+                    out,
+                    breach_mono=since + int(pol.hold_ms * MS),
+                )
         else:
             ch.breach_since = None
 
@@ -347,19 +453,45 @@ class ProcedureMonitor:
         site.jitter_ms, site.loss_ratio = rec.jitter_ms, rec.loss_ratio
         jp, lp = self.policy.link.jitter, self.policy.link.loss
         if jp.stop_ms is not None and rec.jitter_ms > jp.stop_ms:
-            self._trip("link_jitter", rec.site, now, rec.jitter_ms, jp.stop_ms,
-                       f"{rec.site} link jitter {rec.jitter_ms:g} ms above {jp.stop_ms:g} ms", out)
+            self._trip(
+                "link_jitter",
+                rec.site,
+                now,
+                rec.jitter_ms,
+                jp.stop_ms,
+                f"{rec.site} link jitter {rec.jitter_ms:g} ms above {jp.stop_ms:g} ms",
+                out,
+            )
         elif jp.warn_ms is not None and rec.jitter_ms > jp.warn_ms:
-            self._warn("link_jitter", rec.site, now, rec.jitter_ms, jp.warn_ms,
-                       f"{rec.site} link jitter {rec.jitter_ms:g} ms above {jp.warn_ms:g} ms", out)
+            self._warn(
+                "link_jitter",
+                rec.site,
+                now,
+                rec.jitter_ms,
+                jp.warn_ms,
+                f"{rec.site} link jitter {rec.jitter_ms:g} ms above {jp.warn_ms:g} ms",
+                out,
+            )
         if lp.stop_ratio is not None and rec.loss_ratio > lp.stop_ratio:
-            self._trip("link_loss", rec.site, now, rec.loss_ratio, lp.stop_ratio,
-                       f"{rec.site} link loss ratio {rec.loss_ratio:g} above {lp.stop_ratio:g}",
-                       out)
+            self._trip(
+                "link_loss",
+                rec.site,
+                now,
+                rec.loss_ratio,
+                lp.stop_ratio,
+                f"{rec.site} link loss ratio {rec.loss_ratio:g} above {lp.stop_ratio:g}",
+                out,
+            )
         elif lp.warn_ratio is not None and rec.loss_ratio > lp.warn_ratio:
-            self._warn("link_loss", rec.site, now, rec.loss_ratio, lp.warn_ratio,
-                       f"{rec.site} link loss ratio {rec.loss_ratio:g} above {lp.warn_ratio:g}",
-                       out)
+            self._warn(
+                "link_loss",
+                rec.site,
+                now,
+                rec.loss_ratio,
+                lp.warn_ratio,
+                f"{rec.site} link loss ratio {rec.loss_ratio:g} above {lp.warn_ratio:g}",
+                out,
+            )
 
     def _on_kinematics(self, rec: Kinematics, now: Instant, out: list[Decision]) -> None:
         ws = self.policy.workspace
@@ -378,8 +510,9 @@ class ProcedureMonitor:
         for s in rec.samples:
             p = s.p
             # Inlined box_margin: this loop runs 1,000 times a second per arm.
-            m = min(p[0] - lo[0], hi[0] - p[0], p[1] - lo[1], hi[1] - p[1],
-                    p[2] - lo[2], hi[2] - p[2])
+            m = min(
+                p[0] - lo[0], hi[0] - p[0], p[1] - lo[1], hi[1] - p[1], p[2] - lo[2], hi[2] - p[2]
+            )
             if m < min_margin:
                 min_margin = m
             if m <= warn_box:
@@ -402,64 +535,140 @@ class ProcedureMonitor:
             if v > sp.warn:
                 obs = {"arm": arm, "speed_mm_s": round(v, 3)}
                 if v > sp.stop:
-                    self._trip("tool_speed", arm, now, obs, sp.stop,
-                               f"{arm} tool-tip speed {v:.1f} mm/s above {sp.stop:g} mm/s", out)
+                    self._trip(
+                        "tool_speed",
+                        arm,
+                        now,
+                        obs,
+                        sp.stop,
+                        f"{arm} tool-tip speed {v:.1f} mm/s above {sp.stop:g} mm/s",
+                        out,
+                    )
                 else:
-                    self._warn("tool_speed", arm, now, obs, sp.warn,
-                               f"{arm} tool-tip speed {v:.1f} mm/s above {sp.warn:g} mm/s", out)
+                    self._warn(
+                        "tool_speed",
+                        arm,
+                        now,
+                        obs,
+                        sp.warn,
+                        f"{arm} tool-tip speed {v:.1f} mm/s above {sp.warn:g} mm/s",
+                        out,
+                    )
             f = s.f
             if f is not None and f > gp.warn:
                 obs = {"arm": arm, "force_n": f}
                 if f > gp.stop:
-                    self._trip("grip_force", arm, now, obs, gp.stop,
-                               f"{arm} grip force {f:g} N above {gp.stop:g} N", out)
+                    self._trip(
+                        "grip_force",
+                        arm,
+                        now,
+                        obs,
+                        gp.stop,
+                        f"{arm} grip force {f:g} N above {gp.stop:g} N",
+                        out,
+                    )
                 else:
-                    self._warn("grip_force", arm, now, obs, gp.warn,
-                               f"{arm} grip force {f:g} N above {gp.warn:g} N", out)
+                    self._warn(
+                        "grip_force",
+                        arm,
+                        now,
+                        obs,
+                        gp.warn,
+                        f"{arm} grip force {f:g} N above {gp.warn:g} N",
+                        out,
+                    )
         track.last_p, track.last_t = last_p, last_t
         track.margin_mm, track.speed_mm_s = min_margin, max_speed
 
-    def _box_outcome(self, arm: str, p: list[float], margin: float, box: dict[str, Any],
-                     now: Instant, out: list[Decision]) -> None:
+    def _box_outcome(
+        self,
+        arm: str,
+        p: list[float],
+        margin: float,
+        box: dict[str, Any],
+        now: Instant,
+        out: list[Decision],
+    ) -> None:
         obs = {"arm": arm, "p": list(p), "margin_mm": round(margin, 3)}
         if margin < 0:
-            self._trip("workspace_box", arm, now, obs, {"box": box},
-                       f"{arm} tool tip {-margin:.1f} mm outside its allowed box", out)
+            self._trip(
+                "workspace_box",
+                arm,
+                now,
+                obs,
+                {"box": box},
+                f"{arm} tool tip {-margin:.1f} mm outside its allowed box",
+                out,
+            )
         else:
-            self._warn("workspace_box", arm, now, obs,
-                       {"box": box, "warn_mm": self.policy.workspace.box_warn_mm},
-                       f"{arm} tool tip within {margin:.1f} mm of its allowed box", out)
+            self._warn(
+                "workspace_box",
+                arm,
+                now,
+                obs,
+                {"box": box, "warn_mm": self.policy.workspace.box_warn_mm},
+                f"{arm} tool tip within {margin:.1f} mm of its allowed box",
+                out,
+            )
 
-    def _zone_outcome(self, arm: str, p: list[float], d: float, zone: str, now: Instant,
-                      out: list[Decision]) -> None:
+    def _zone_outcome(
+        self, arm: str, p: list[float], d: float, zone: str, now: Instant, out: list[Decision]
+    ) -> None:
         obs = {"arm": arm, "p": list(p), "zone": zone, "distance_mm": round(d, 3)}
         if d <= 0:
-            self._trip("forbidden_zone", f"{arm}:{zone}", now, obs, {"zone": zone},
-                       f"{arm} tool tip inside forbidden zone {zone!r}", out)
+            self._trip(
+                "forbidden_zone",
+                f"{arm}:{zone}",
+                now,
+                obs,
+                {"zone": zone},
+                f"{arm} tool tip inside forbidden zone {zone!r}",
+                out,
+            )
         else:
-            self._warn("forbidden_zone", f"{arm}:{zone}", now, obs,
-                       {"zone": zone, "warn_mm": self.policy.workspace.zone_warn_mm},
-                       f"{arm} tool tip {d:.1f} mm from forbidden zone {zone!r}", out)
+            self._warn(
+                "forbidden_zone",
+                f"{arm}:{zone}",
+                now,
+                obs,
+                {"zone": zone, "warn_mm": self.policy.workspace.zone_warn_mm},
+                f"{arm} tool tip {d:.1f} mm from forbidden zone {zone!r}",
+                out,
+            )
 
     def _on_ack(self, rec: SafeStopAck, now: Instant, out: list[Decision]) -> None:
         latch = self.latch
         if latch is None or rec.command_id != latch.command.command_id:
-            out.append(self._event("ack_unmatched", now, command_id=rec.command_id,
-                                   result=rec.result))
+            out.append(
+                self._event("ack_unmatched", now, command_id=rec.command_id, result=rec.result)
+            )
             return
         if latch.ack_result is not None:
             return  # the robot acknowledged a re-send again; one id is one command
         latch.ack_result = rec.result
         latch.ack_delay_ms = (now.mono_ns - latch.first_mono) / MS
-        out.append(self._event(
-            "safe_stop_acknowledged", now, command_id=rec.command_id, result=rec.result,
-            delay_ms=round(latch.ack_delay_ms, 3), resends=latch.resends, robot_at=rec.at,
-        ))
+        out.append(
+            self._event(
+                "safe_stop_acknowledged",
+                now,
+                command_id=rec.command_id,
+                result=rec.result,
+                delay_ms=round(latch.ack_delay_ms, 3),
+                resends=latch.resends,
+                robot_at=rec.at,
+            )
+        )
         if rec.result != "safe_stopped" and not latch.escalated:
             # The robot answered but did not stop: re-sending the same id cannot help.
             latch.escalated = True
-            out.append(self._event("safe_stop_escalated", now, command_id=rec.command_id,
-                                   reason=f"robot answered {rec.result!r}"))
+            out.append(
+                self._event(
+                    "safe_stop_escalated",
+                    now,
+                    command_id=rec.command_id,
+                    reason=f"robot answered {rec.result!r}",
+                )
+            )
 
     # -- operator ----------------------------------------------------------------------
 
@@ -491,19 +700,42 @@ class ProcedureMonitor:
         if self.latch is not None:
             problems.extend(self.health_problems(now))
         if problems:
-            out.append(self._event("rearm_rejected", now, operator_id=req.operator_id,
-                                   reason=req.reason, rejected_because=problems))
+            out.append(
+                self._event(
+                    "rearm_rejected",
+                    now,
+                    operator_id=req.operator_id,
+                    reason=req.reason,
+                    rejected_because=problems,
+                )
+            )
             return out
         assert self.latch is not None
-        cid = str(uuid.uuid5(_COMMAND_NS, f"{self.monitor_id}|{self.procedure_id}|rearm|"
-                                          f"{self.episode}|{now.utc_ns}"))
-        cmd = Rearm(command_id=cid, procedure_id=self.procedure_id, issued_at=now.utc_ns,
-                    operator_id=req.operator_id, reason=req.reason)
+        cid = str(
+            uuid.uuid5(
+                _COMMAND_NS,
+                f"{self.monitor_id}|{self.procedure_id}|rearm|{self.episode}|{now.utc_ns}",
+            )
+        )
+        cmd = Rearm(
+            command_id=cid,
+            procedure_id=self.procedure_id,
+            issued_at=now.utc_ns,
+            operator_id=req.operator_id,
+            reason=req.reason,
+        )
         out.append(SendCommand(cmd, 0, now.mono_ns, now.mono_ns))
-        out.append(self._event("rearm_accepted", now, operator_id=req.operator_id,
-                               reason=req.reason, command_id=cid,
-                               cleared_command_id=self.latch.command.command_id,
-                               cleared_rule=self.latch.rule))
+        out.append(
+            self._event(
+                "rearm_accepted",
+                now,
+                operator_id=req.operator_id,
+                reason=req.reason,
+                command_id=cid,
+                cleared_command_id=self.latch.command.command_id,
+                cleared_rule=self.latch.rule,
+            )
+        )
         self.latch = None
         for ch in self.channels.values():
             ch.breach_since = None
@@ -518,26 +750,48 @@ class ProcedureMonitor:
         out: list[Decision] = []
         t = now.mono_ns
         latch = self.latch
-        if latch is not None and latch.ack_result is None and t - latch.last_sent_mono >= self.resend_ns:
+        if (
+            latch is not None
+            and latch.ack_result is None
+            and t - latch.last_sent_mono >= self.resend_ns
+        ):
             latch.resends += 1
             latch.last_sent_mono = t
             out.append(SendCommand(latch.command, latch.resends, t, latch.breach_mono))
-            out.append(self._event("safe_stop_resent", now, command_id=latch.command.command_id,
-                                   resend=latch.resends))
+            out.append(
+                self._event(
+                    "safe_stop_resent",
+                    now,
+                    command_id=latch.command.command_id,
+                    resend=latch.resends,
+                )
+            )
             limit = self.policy.alarms.escalate_after_resends
             if latch.resends >= limit and not latch.escalated:
                 latch.escalated = True
-                out.append(self._event(
-                    "safe_stop_escalated", now, command_id=latch.command.command_id,
-                    reason=f"not acknowledged after {latch.resends} re-sends"))
+                out.append(
+                    self._event(
+                        "safe_stop_escalated",
+                        now,
+                        command_id=latch.command.command_id,
+                        reason=f"not acknowledged after {latch.resends} re-sends",
+                    )
+                )
         if not self.ended:
             self._tick_heartbeats(now, out)
             for channel in CHANNELS:
                 self.channels[channel].window.expire(t)
                 self._evaluate_channel(channel, now, out)
             for w in self.warnings.clear_due(t):
-                out.append(self._event("warning_cleared", now, rule=w.rule, subject=w.subject,
-                                       duration_ms=round((t - w.raised_mono) / MS, 3)))
+                out.append(
+                    self._event(
+                        "warning_cleared",
+                        now,
+                        rule=w.rule,
+                        subject=w.subject,
+                        duration_ms=round((t - w.raised_mono) / MS, 3),
+                    )
+                )
             if t >= self.next_summary:
                 self._summaries(now, out)
                 self.next_summary = t + self.summary_interval_ns
@@ -551,35 +805,63 @@ class ProcedureMonitor:
             if site.last_fresh_hb is None:
                 if not site.first_missed and t - self.opened.mono_ns > self.first_hb_ns:
                     site.first_missed = True
-                    self._trip("first_heartbeat", name, now, None, hb.first_heartbeat_ms,
-                               f"no fresh heartbeat from the {name} site within "
-                               f"{hb.first_heartbeat_ms:g} ms of the procedure start", out,
-                               breach_mono=self.opened.mono_ns + self.first_hb_ns)
+                    self._trip(
+                        "first_heartbeat",
+                        name,
+                        now,
+                        None,
+                        hb.first_heartbeat_ms,
+                        f"no fresh heartbeat from the {name} site within "
+                        f"{hb.first_heartbeat_ms:g} ms of the procedure start",
+                        out,
+                        breach_mono=self.opened.mono_ns + self.first_hb_ns,
+                    )
                 continue
             silence = t - site.last_fresh_hb
             if silence > self.warn_silence_ns:
                 ms = round(silence / MS, 3)
                 if not site.gap_warned:
                     site.gap_warned = True
-                    self._warn("heartbeat_silence", name, now, ms, hb.warn_silence_ms,
-                               f"{name} heartbeat silent for {ms:g} ms", out)
+                    self._warn(
+                        "heartbeat_silence",
+                        name,
+                        now,
+                        ms,
+                        hb.warn_silence_ms,
+                        f"{name} heartbeat silent for {ms:g} ms",
+                        out,
+                    )
                 else:
                     self.warnings.bad("heartbeat_silence", name, t, ms, hb.warn_silence_ms)
                 if silence > self.stop_silence_ns and not site.gap_tripped:
                     site.gap_tripped = True
-                    self._trip("heartbeat_silence", name, now, ms, hb.stop_silence_ms,
-                               f"{name} heartbeat silent for {ms:g} ms "
-                               f"(limit {hb.stop_silence_ms:g} ms)", out,
-                               breach_mono=site.last_fresh_hb + self.stop_silence_ns)
+                    self._trip(
+                        "heartbeat_silence",
+                        name,
+                        now,
+                        ms,
+                        hb.stop_silence_ms,
+                        f"{name} heartbeat silent for {ms:g} ms (limit {hb.stop_silence_ms:g} ms)",
+                        out,
+                        breach_mono=site.last_fresh_hb + self.stop_silence_ns,
+                    )
 
     def _summaries(self, now: Instant, out: list[Decision]) -> None:
         for channel in CHANNELS:
             w = self.channels[channel].window
             if len(w):
-                out.append(self._event(
-                    "latency_summary", now, channel=channel, count=len(w),
-                    p50=w.quantile(0.5), p95=w.quantile(0.95), p99=w.quantile(0.99), max=w.max(),
-                ))
+                out.append(
+                    self._event(
+                        "latency_summary",
+                        now,
+                        channel=channel,
+                        count=len(w),
+                        p50=w.quantile(0.5),
+                        p95=w.quantile(0.95),
+                        p99=w.quantile(0.99),
+                        max=w.max(),
+                    )
+                )
 
     def next_deadline(self) -> int | None:
         cands: list[int] = []
@@ -610,9 +892,15 @@ class ProcedureMonitor:
     def counters(self) -> dict[str, Any]:
         return {
             "sites": {
-                name: {"received": s.received, "duplicates": s.duplicates, "lost": s.lost,
-                       "stale": s.stale, "rejected": s.rejected, "heartbeat_gaps": s.gaps,
-                       "max_heartbeat_gap_ms": round(s.max_gap_ms, 3)}
+                name: {
+                    "received": s.received,
+                    "duplicates": s.duplicates,
+                    "lost": s.lost,
+                    "stale": s.stale,
+                    "rejected": s.rejected,
+                    "heartbeat_gaps": s.gaps,
+                    "max_heartbeat_gap_ms": round(s.max_gap_ms, 3),
+                }
                 for name, s in self.sites.items()
             },
         }

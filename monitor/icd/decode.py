@@ -45,9 +45,12 @@ def describe(err: ValidationError, limit: int = 3) -> str:
         if e["type"] == "missing":
             msg = "required field is missing"
         elif e["type"] == "union_tag_invalid":
-            where, msg = "type", f"unknown record type {e['input'].get('type')!r}" if isinstance(
-                e["input"], dict
-            ) else msg
+            where, msg = (
+                "type",
+                f"unknown record type {e['input'].get('type')!r}"
+                if isinstance(e["input"], dict)
+                else msg,
+            )
         elif e["type"] == "union_tag_not_found":
             where, msg = "type", "required field is missing"
         parts.append(f"{where}: {msg}")
@@ -69,7 +72,9 @@ def _parse(value: bytes | None) -> dict[str, Any] | Rejection:
             value.decode("utf-8")
         except UnicodeDecodeError:
             return Rejection("record is not valid UTF-8", "not_utf8")
-        return Rejection(f"record is not valid JSON (NaN and Infinity are not allowed): {exc}", "not_json")
+        return Rejection(
+            f"record is not valid JSON (NaN and Infinity are not allowed): {exc}", "not_json"
+        )
     if not isinstance(obj, dict):
         return Rejection(f"record must be a JSON object, got {type(obj).__name__}", "not_object")
     return obj
@@ -86,7 +91,9 @@ def decode_telemetry(
     except ValidationError as err:
         return Rejection(describe(err))
     if rec.site != topic_site:
-        return Rejection(f"site {rec.site!r} does not match the {topic_site} telemetry topic", "site_mismatch")
+        return Rejection(
+            f"site {rec.site!r} does not match the {topic_site} telemetry topic", "site_mismatch"
+        )
     if key is None or key != rec.procedure_id.encode():
         return Rejection(
             f"record key {_show_key(key)} does not equal procedure_id {rec.procedure_id!r}",

@@ -1,1 +1,1 @@
-"""Thin Kafka layer: client settings and the producer/consumer wiring. No safety logic lives here."""
+"""Thin Kafka layer: client settings shared by every client. No safety logic lives here."""

@@ -59,7 +59,7 @@ def _validator() -> jsonschema.protocols.Validator:
     path = rules_dir() / "schema.json"
     sch = json.loads(path.read_text()) if path.exists() else schema()
     cls = jsonschema.validators.validator_for(sch)
-    return cls(sch)  # type: ignore[no-any-return]
+    return cls(sch)
 
 
 def content_hash(data: dict[str, Any]) -> str:
@@ -69,7 +69,9 @@ def content_hash(data: dict[str, Any]) -> str:
 
 def parse_pack(data: Any, source: str) -> LoadedPack:
     if not isinstance(data, dict):
-        raise PolicyError(f"{source}: $: a policy pack must be a mapping, got {type(data).__name__}")
+        raise PolicyError(
+            f"{source}: $: a policy pack must be a mapping, got {type(data).__name__}"
+        )
     errors = sorted(_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
@@ -104,8 +106,10 @@ class PackRegistry:
         self._packs: dict[str, LoadedPack] = {}
         for lp in packs:
             if lp.name in self._packs:
-                raise PolicyError(f"{lp.source}: pack name {lp.name!r} is also used by "
-                                  f"{self._packs[lp.name].source}")
+                raise PolicyError(
+                    f"{lp.source}: pack name {lp.name!r} is also used by "
+                    f"{self._packs[lp.name].source}"
+                )
             self._packs[lp.name] = lp
         if default not in self._packs:
             raise PolicyError(f"no policy pack named {default!r} was loaded (the default pack)")
@@ -120,7 +124,9 @@ class PackRegistry:
         return list(self._packs.values())
 
     @classmethod
-    def from_dir(cls, directory: str | Path | None = None, default: str = DEFAULT_PACK) -> PackRegistry:
+    def from_dir(
+        cls, directory: str | Path | None = None, default: str = DEFAULT_PACK
+    ) -> PackRegistry:
         d = Path(directory) if directory else rules_dir()
         files = sorted(p for p in d.glob("*.yaml") if p.is_file())
         if not files:

@@ -1,0 +1,1 @@
+"""Operator tools: publish ICD §5 requests (re-arm, notes) to the operator topic."""

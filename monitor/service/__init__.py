@@ -1,0 +1,1 @@
+"""The Kafka-driven monitor service: ingest thread, engine loop, publishers, HTTP endpoints."""

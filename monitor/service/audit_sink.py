@@ -1,0 +1,104 @@
+"""Where audit entries go. The engine thread only calls `submit`, which never blocks."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Protocol
+
+from monitor.engine.decisions import Event
+
+AUDIT_SCHEMA = "telesafe.audit/1"
+# Events that close a chapter of the record get a signed checkpoint right after them.
+CHECKPOINT_EVENTS = frozenset(
+    {
+        "procedure_started",
+        "procedure_ended",
+        "procedure_closed",
+        "safe_stop_issued",
+        "safe_stop_acknowledged",
+        "rearm_accepted",
+        "monitor_started",
+        "monitor_stopped",
+    }
+)
+_OPERATOR_EVENTS = frozenset({"rearm_accepted", "rearm_rejected", "operator_note"})
+
+
+class AuditSink(Protocol):
+    def submit(self, entry: dict[str, Any], checkpoint: bool = False) -> None: ...
+    def stop(self) -> None: ...
+
+
+def encode_entry(entry: dict[str, Any]) -> bytes:
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class EntryFactory:
+    """Turns engine events into audit entries: who, what, when (UTC and monotonic), why."""
+
+    def __init__(self, monitor_id: str, software_version: str) -> None:
+        self.monitor_id = monitor_id
+        self.boot_id = str(uuid.uuid4())  # tells monotonic timestamps of different runs apart
+        self.version = software_version
+
+    def from_event(self, ev: Event) -> dict[str, Any]:
+        data = ev.data
+        if ev.kind in _OPERATOR_EVENTS:
+            actor = f"operator:{data.get('operator_id')}"
+        elif ev.kind in ("safe_stop_acknowledged", "ack_unmatched"):
+            actor = "site:robot"
+        else:
+            actor = f"monitor:{self.monitor_id}"
+        return {
+            "schema": AUDIT_SCHEMA,
+            "event": ev.kind,
+            "procedure_id": ev.procedure_id,
+            "actor": actor,
+            "monitor_id": self.monitor_id,
+            "boot_id": self.boot_id,
+            "t_utc_ns": ev.utc_ns,
+            "t_mono_ns": ev.mono_ns,
+            "data": data,
+        }
+
+    def monitor_event(self, kind: str, utc_ns: int, mono_ns: int, **data: Any) -> dict[str, Any]:
+        return self.from_event(
+            Event(kind, None, mono_ns, utc_ns, {**data, "version": self.version})
+        )
+
+
+class KafkaMirrorSink:
+    """Audit without a ledger: entries only mirrored to the audit topic, from its own thread."""
+
+    def __init__(self, publish: Any) -> None:
+        import collections
+        import threading
+
+        self._publish = publish
+        self._q: collections.deque[dict[str, Any]] = collections.deque()
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="telesafe-audit-mirror", daemon=True)
+        self._thread.start()
+
+    def submit(self, entry: dict[str, Any], checkpoint: bool = False) -> None:
+        self._q.append(entry)
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            batch = []
+            while self._q:
+                batch.append(self._q.popleft())
+            if batch:
+                self._publish(batch, encode_entry)
+            if self._stopped and not self._q:
+                return
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        self._thread.join(timeout=5)

@@ -1,0 +1,247 @@
+"""`telesafe run` (the monitor) and `telesafe status` (a live view of a running monitor)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from monitor.kafka.settings import add_kafka_arguments, settings_from_args
+from monitor.metrics import MonitorMetrics
+from monitor.policy.loader import PackRegistry, PolicyError
+from monitor.service.audit_sink import AuditSink, KafkaMirrorSink
+from monitor.service.runner import MonitorOptions, MonitorService
+
+log = logging.getLogger("telesafe.monitor")
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the monitor (consume both sites' telemetry, enforce the policy packs)",
+        description="Run the telesafe monitor: consume console and robot telemetry and operator "
+        "requests, enforce the policy packs, publish safe-stop and monitor-heartbeat commands, "
+        "keep the audit ledger, serve /metrics and /healthz. Flags default to TELESAFE_* "
+        "environment variables.",
+    )
+    add_kafka_arguments(p)
+    g = p.add_argument_group("monitor")
+    g.add_argument(
+        "--monitor-id",
+        default=_env("TELESAFE_MONITOR_ID", "telesafe-1"),
+        help="this instance's id, in every command (env TELESAFE_MONITOR_ID)",
+    )
+    g.add_argument(
+        "--group-id",
+        default=_env("TELESAFE_GROUP_ID", "telesafe-monitor"),
+        help="Kafka consumer group shared by all instances (default %(default)s)",
+    )
+    g.add_argument(
+        "--group-instance-id",
+        default=_env("TELESAFE_GROUP_INSTANCE_ID"),
+        help="static group membership id (e.g. the pod name)",
+    )
+    g.add_argument(
+        "--rules",
+        default=_env("TELESAFE_RULES"),
+        help="directory of policy packs (*.yaml); default: the shipped rules/",
+    )
+    g.add_argument(
+        "--default-pack",
+        default=_env("TELESAFE_DEFAULT_PACK", "default"),
+        help="pack for procedures that name none (default %(default)s)",
+    )
+    g.add_argument(
+        "--operators",
+        default=_env("TELESAFE_OPERATORS"),
+        help="comma-separated operator ids allowed to re-arm, or @FILE with one per "
+        "line; if unset any operator id is accepted (development only; logged)",
+    )
+    g.add_argument("--http-host", default=_env("TELESAFE_HTTP_HOST", "127.0.0.1"))
+    g.add_argument(
+        "--http-port",
+        type=int,
+        default=int(_env("TELESAFE_HTTP_PORT", "9108") or 9108),
+        help="port for /metrics, /healthz, /readyz, /status (0: any free port)",
+    )
+    g.add_argument(
+        "--ledger",
+        default=_env("TELESAFE_LEDGER"),
+        help="audit ledger (SQLite) path; without it audit entries are only mirrored "
+        "to the audit topic",
+    )
+    g.add_argument(
+        "--signing-key",
+        default=_env("TELESAFE_SIGNING_KEY"),
+        help="Ed25519 private key for ledger checkpoints (and commands)",
+    )
+    g.add_argument(
+        "--record",
+        default=None,
+        metavar="FILE",
+        help="also write every received record to FILE (ICD §9 JSON Lines)",
+    )
+    g.add_argument(
+        "--startup-lookback",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on partitions with no committed offset, start this far back in time "
+        "(default %(default)s)",
+    )
+    g.add_argument(
+        "--log-level",
+        default=_env("TELESAFE_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+    )
+    p.set_defaults(func=run)
+
+    s = sub.add_parser(
+        "status",
+        help="live view of a running monitor's procedures",
+        description="Poll a monitor's /status endpoint and show its procedures.",
+    )
+    s.add_argument("--url", default="http://127.0.0.1:9108", help="monitor base URL")
+    s.add_argument("--once", action="store_true", help="print one snapshot as JSON and exit")
+    s.add_argument("--interval", type=float, default=0.5, help="refresh seconds")
+    s.set_defaults(func=status)
+
+
+def _operators(spec: str | None) -> frozenset[str] | None:
+    if not spec:
+        return None
+    if spec.startswith("@"):
+        path = Path(spec[1:])
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise ValueError(f"--operators: cannot read {path}: {exc.strerror}") from None
+        ids = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+    else:
+        ids = [x.strip() for x in spec.split(",") if x.strip()]
+    if not ids:
+        raise ValueError("--operators names no operator")
+    return frozenset(ids)
+
+
+def _audit_sink(args: argparse.Namespace, publish: Any, metrics: MonitorMetrics) -> AuditSink:
+    if not args.ledger:
+        return KafkaMirrorSink(publish)
+    from monitor.service.ledger_sink import open_ledger_sink
+
+    return open_ledger_sink(args.ledger, args.signing_key, args.monitor_id, publish, metrics)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO chatter drowns safety lines
+    try:
+        settings = settings_from_args(args)
+        packs = PackRegistry.from_dir(args.rules, default=args.default_pack)
+        operators = _operators(args.operators)
+    except (ValueError, PolicyError) as exc:
+        print(f"telesafe run: {exc}", file=sys.stderr)
+        return 2
+    if operators is None:
+        log.warning(
+            "no operator allow-list (--operators): ANY operator id may re-arm; "
+            "configure one outside development"
+        )
+    recorder = None
+    if args.record:
+        from monitor.replay.recording import RecordingWriter
+
+        recorder = RecordingWriter(args.record)
+    opts = MonitorOptions(
+        monitor_id=args.monitor_id,
+        group_id=args.group_id,
+        group_instance_id=args.group_instance_id,
+        http_host=args.http_host,
+        http_port=args.http_port,
+        operators=operators,
+        startup_lookback_s=args.startup_lookback,
+    )
+    holder: dict[str, MonitorService] = {}
+
+    def publish_audit(entries: list[dict[str, Any]], encode: Any) -> None:
+        svc = holder.get("svc")
+        if svc is not None:
+            svc.publisher.audit(entries, encode)
+
+    try:
+        metrics = MonitorMetrics()
+        sink = _audit_sink(args, publish_audit, metrics)
+        svc = MonitorService(
+            settings,
+            packs,
+            opts,
+            sink,
+            metrics=metrics,
+            recorder=recorder.write if recorder else None,
+        )
+    except Exception as exc:  # broker unreachable, port in use, bad key...
+        print(f"telesafe run: cannot start: {exc}", file=sys.stderr)
+        return 1
+    holder["svc"] = svc
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    svc.start()
+    try:
+        while not done.wait(1.0):
+            if svc.engine_error is not None:
+                log.error("engine failed; exiting so the supervisor restarts the monitor")
+                break
+    finally:
+        svc.stop()
+        if recorder is not None:
+            recorder.close()
+    return 1 if svc.engine_error is not None else 0
+
+
+def status(args: argparse.Namespace) -> int:
+    url = args.url.rstrip("/") + "/status"
+
+    def fetch() -> dict[str, Any]:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return json.loads(resp.read())  # type: ignore[no-any-return]
+
+    try:
+        snap = fetch()
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"telesafe status: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+    if args.once:
+        print(json.dumps(snap, indent=2, default=str))
+        return 0
+    from rich.live import Live
+
+    from monitor.service.statusview import render
+
+    with Live(render(snap), refresh_per_second=4, screen=False) as live:
+        try:
+            while True:
+                time.sleep(args.interval)
+                try:
+                    live.update(render(fetch()))
+                except (urllib.error.URLError, OSError) as exc:
+                    live.update(f"[red]monitor unreachable: {exc}")
+        except KeyboardInterrupt:
+            return 0

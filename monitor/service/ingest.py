@@ -1,0 +1,223 @@
+"""The ingest thread: poll Kafka, stamp arrival, decode, dead-letter the invalid.
+
+It owns the KafkaConsumer (not thread-safe) and never touches the engine: decoded records
+go to the engine thread through a queue, stamped with the monitor clock when poll returned.
+`pending_since` tells the engine thread how far it may run timers: while a polled batch
+is still being decoded, a deadline after its arrival must wait for it (else a heartbeat
+that arrived in time could lose the race against its own silence deadline).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+
+from monitor.engine.clock import Clock, Instant
+from monitor.icd.decode import Rejection, decode_operator, decode_telemetry
+from monitor.icd.models import PROCEDURE_ID_PATTERN
+from monitor.icd.topics import Topics
+from monitor.kafka.settings import KafkaSettings
+from monitor.metrics import MonitorMetrics
+from monitor.service.inbound import Batch, Item, Rejected
+from monitor.service.publisher import Publisher
+
+log = logging.getLogger("telesafe.ingest")
+
+# Verifies ICD §8 signatures when configured: returns a rejection reason or None.
+Authenticator = Callable[[str, bytes | None, list[tuple[str, bytes]]], str | None]
+Recorder = Callable[[Instant, str, bytes | None, bytes | None], None]
+
+_PID = __import__("re").compile(PROCEDURE_ID_PATTERN)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("partitions revoked: %s", sorted(str(tp) for tp in revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.ingest.on_assigned(list(assigned))
+
+
+class Ingest(threading.Thread):
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        group_id: str,
+        client_id: str,
+        out: queue.SimpleQueue[Batch],
+        publisher: Publisher,
+        metrics: MonitorMetrics,
+        clock: Clock,
+        startup_lookback_s: float = 10.0,
+        authenticate: Authenticator | None = None,
+        recorder: Recorder | None = None,
+        group_instance_id: str | None = None,
+    ) -> None:
+        super().__init__(name="telesafe-ingest", daemon=True)
+        self.topics = Topics(settings.topic_prefix)
+        self.out = out
+        self.publisher = publisher
+        self.metrics = metrics
+        self.clock = clock
+        self.lookback_ms = int(startup_lookback_s * 1000)
+        self.authenticate = authenticate
+        self.recorder = recorder
+        self.pending_since: int | None = None  # mono ns of a polled batch not yet enqueued
+        self.assigned: list[TopicPartition] = []
+        self.assigned_event = threading.Event()
+        self.last_poll_mono = time.monotonic()
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        extra: dict[str, Any] = {}
+        if group_instance_id:
+            extra["group_instance_id"] = group_instance_id
+        self.consumer = KafkaConsumer(
+            **settings.consumer_config(
+                group_id=group_id,
+                client_id=client_id,
+                enable_auto_commit=True,
+                auto_commit_interval_ms=1000,
+                auto_offset_reset="latest",
+                # Range assigns the same partition numbers of co-partitioned topics to one
+                # member, so a procedure's console, robot and operator records meet here.
+                partition_assignment_strategy=[RangePartitionAssignor],
+                session_timeout_ms=10_000,
+                heartbeat_interval_ms=1_000,
+                **extra,
+            )
+        )
+        self.consumer.subscribe(
+            [self.topics.telemetry_console, self.topics.telemetry_robot, self.topics.operator],
+            listener=_Rebalance(self),
+        )
+
+    def on_assigned(self, tps: list[TopicPartition]) -> None:
+        """Start partitions without a committed offset a few seconds back, not at the end.
+
+        A new group would otherwise skip records sent while it was joining (a procedure's
+        start among them); the lookback is short so ancient history is not replayed.
+        """
+        self.assigned = tps
+        self.metrics.assigned_partitions.set(len(tps))
+        fresh = []
+        for tp in tps:
+            try:
+                if self.consumer.committed(tp) is None:
+                    fresh.append(tp)
+            except Exception as exc:  # no committed offset known: treat as fresh
+                log.warning("could not read committed offset of %s: %s", tp, exc)
+                fresh.append(tp)
+        if fresh:
+            since = int(time.time() * 1000) - self.lookback_ms
+            try:
+                found = self.consumer.offsets_for_times({tp: since for tp in fresh})
+                ends = self.consumer.end_offsets(fresh)
+                for tp in fresh:
+                    ot = found.get(tp)
+                    self.consumer.seek(tp, ot.offset if ot is not None else ends[tp])
+            except Exception as exc:
+                log.warning("lookback seek failed, starting at the end: %s", exc)
+        log.info("assigned %d partitions", len(tps))
+        self.assigned_event.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        last_lag = 0.0
+        try:
+            while not self._stop.is_set():
+                polled = self.consumer.poll(timeout_ms=50)
+                now = self.clock.now()
+                self.pending_since = now.mono_ns
+                self.last_poll_mono = time.monotonic()
+                if polled:
+                    self._handle(polled, now)
+                self.pending_since = None
+                if self.last_poll_mono - last_lag >= 1.0:
+                    last_lag = self.last_poll_mono
+                    self._update_lag()
+        except BaseException as exc:  # the engine thread sees this and fails health
+            self.error = exc
+            log.exception("ingest thread stopped")
+        finally:
+            self.pending_since = None
+            with contextlib.suppress(Exception):
+                self.consumer.close(autocommit=True)
+
+    def _handle(self, polled: dict[Any, list[Any]], now: Instant) -> None:
+        items: list[Item] = []
+        newest = 0
+        topics = self.topics
+        for tp, records in polled.items():
+            topic = tp.topic
+            site = topics.site_of(topic)
+            for r in records:
+                if r.timestamp > newest:
+                    newest = r.timestamp
+                if self.recorder is not None:
+                    self.recorder(now, topic, r.key, r.value)
+                result: Any = None
+                if self.authenticate is not None:
+                    problem = self.authenticate(topic, r.value, list(r.headers or []))
+                    if problem is not None:
+                        result = Rejection(problem, "signature")
+                if result is None:
+                    result = (
+                        decode_telemetry(r.value, r.key, site)
+                        if site is not None
+                        else decode_operator(r.value, r.key)
+                    )
+                if isinstance(result, Rejection):
+                    self._reject(topic, tp.partition, r, result, site)
+                    items.append(Rejected(self._pid_of(r.key), site))
+                    continue
+                if site is not None:
+                    self.metrics.records.labels(site, result.type).inc()
+                items.append(result)
+        if items:
+            self.out.put(Batch(now, items, newest))
+
+    def _reject(self, topic: str, partition: int, r: Any, rej: Rejection, site: str | None) -> None:
+        source = f"{topic}:{partition}:{r.offset}"
+        self.metrics.rejected.labels(site or "operator", rej.code).inc()
+        self.publisher.deadletter(r.key, r.value, rej.reason, source)
+        log.warning("rejected record %s: %s", source, rej.reason)
+
+    @staticmethod
+    def _pid_of(key: bytes | None) -> str | None:
+        if not key:
+            return None
+        try:
+            k = key.decode()
+        except UnicodeDecodeError:
+            return None
+        return k if _PID.match(k) else None
+
+    def _update_lag(self) -> None:
+        """Records behind the log end per topic, from fetch highwater marks (no network call)."""
+        out: dict[str, int] = {}
+        for tp in self.assigned:
+            hw = self.consumer.highwater(tp)
+            if hw is None:
+                continue
+            try:
+                pos = self.consumer.position(tp, timeout_ms=0)
+            except Exception:
+                continue
+            if pos is not None:
+                out[tp.topic] = out.get(tp.topic, 0) + max(0, hw - pos)
+        for topic, lag in out.items():
+            self.metrics.consumer_lag.labels(topic).set(lag)

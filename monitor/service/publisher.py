@@ -1,0 +1,89 @@
+"""Publishing to Kafka: commands, dead letters and audit mirror entries.
+
+`send()` of kafka-python only appends to the producer's buffer and returns; the
+producer's own IO thread delivers. So publishing a safe-stop never waits on the network,
+and a delivery failure is counted by a callback instead of blocking the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kafka import KafkaProducer
+
+from monitor.icd.models import MonitorHeartbeat, Rearm, SafeStop
+from monitor.icd.topics import Topics
+from monitor.kafka.settings import KafkaSettings
+from monitor.metrics import MonitorMetrics
+
+log = logging.getLogger("telesafe.publisher")
+
+Signer = Callable[[bytes], list[tuple[str, bytes]]]
+
+
+class Publisher:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        metrics: MonitorMetrics,
+        client_id: str,
+        signer: Signer | None = None,
+    ) -> None:
+        self.topics = Topics(settings.topic_prefix)
+        self.metrics = metrics
+        self.signer = signer
+        self.producer = KafkaProducer(**settings.producer_config(client_id=client_id))
+
+    def command(self, cmd: SafeStop | Rearm | MonitorHeartbeat) -> None:
+        value = cmd.model_dump_json().encode()
+        headers = self.signer(value) if self.signer else []
+        ctype = cmd.type
+        try:
+            fut = self.producer.send(
+                self.topics.commands, key=cmd.procedure_id.encode(), value=value, headers=headers
+            )
+        except Exception as exc:  # buffer full or no metadata: count it, never stall the engine
+            self.metrics.command_send_failures.labels(ctype).inc()
+            log.error("could not hand %s for %s to the producer: %s", ctype, cmd.procedure_id, exc)
+            return
+        self.metrics.commands_sent.labels(ctype).inc()
+        fut.add_errback(self._failed, ctype, cmd.procedure_id)
+
+    def _failed(self, exc: BaseException, ctype: str, pid: str) -> None:
+        self.metrics.command_send_failures.labels(ctype).inc()
+        log.error("delivery of %s for %s failed: %s", ctype, pid, exc)
+
+    def deadletter(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        source: str,
+        extra_headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        headers = [("telesafe-error", reason.encode()), ("telesafe-source", source.encode())]
+        headers += extra_headers or []
+        try:
+            self.producer.send(self.topics.deadletter, key=key, value=value, headers=headers)
+        except Exception as exc:
+            log.error("could not dead-letter a record from %s: %s", source, exc)
+
+    def audit(
+        self, entries: list[dict[str, Any]], encode: Callable[[dict[str, Any]], bytes]
+    ) -> None:
+        for e in entries:
+            pid = e.get("procedure_id")
+            try:
+                self.producer.send(
+                    self.topics.audit, key=pid.encode() if pid else None, value=encode(e)
+                )
+            except Exception as exc:
+                log.error("could not mirror audit entry to Kafka: %s", exc)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        try:
+            self.producer.flush(timeout=timeout_s)
+        finally:
+            self.producer.close(timeout=timeout_s)

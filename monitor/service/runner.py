@@ -1,0 +1,409 @@
+"""The monitor service: wires Kafka, the engine, metrics, the audit sink and HTTP together.
+
+Threads and what they own:
+- ingest (`Ingest`): the KafkaConsumer; decodes and dead-letters; enqueues batches.
+- engine (`_engine_loop`, this module): the `Engine`; runs timers at their deadlines, hands
+  commands to the producer, emits monitor heartbeats every 20 ms, refreshes gauges.
+- the producer's own IO thread (kafka-python) delivers what we send.
+- the audit writer (ledger) and the HTTP server run beside, never in the safety path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from monitor import __version__
+from monitor.engine.clock import MS, Clock, Instant, SystemClock
+from monitor.engine.decisions import Decision, Event, SendCommand
+from monitor.engine.engine import Engine, EngineConfig
+from monitor.icd.models import MonitorHeartbeat, Note, RearmRequest, SafeStop
+from monitor.kafka.settings import KafkaSettings
+from monitor.metrics import PROCEDURE_STATES, MonitorMetrics
+from monitor.policy.loader import PackRegistry
+from monitor.service.audit_sink import CHECKPOINT_EVENTS, AuditSink, EntryFactory
+from monitor.service.http import MonitorHTTP
+from monitor.service.inbound import Batch, Rejected
+from monitor.service.ingest import Authenticator, Ingest, Recorder
+from monitor.service.publisher import Publisher, Signer
+
+log = logging.getLogger("telesafe.monitor")
+
+_LOUD = frozenset(
+    {
+        "safe_stop_issued",
+        "safe_stop_acknowledged",
+        "safe_stop_escalated",
+        "rearm_accepted",
+        "rearm_rejected",
+        "procedure_started",
+        "procedure_ended",
+        "procedure_opened",
+        "warning_raised",
+        "warning_cleared",
+        "policy_unknown",
+        "operator_note",
+    }
+)
+
+
+@dataclass
+class MonitorOptions:
+    monitor_id: str = "telesafe-1"
+    group_id: str = "telesafe-monitor"
+    group_instance_id: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 9108
+    heartbeat_interval_ms: float = 20.0
+    operators: frozenset[str] | None = None
+    startup_lookback_s: float = 10.0
+    summary_interval_ms: float = 1000.0
+    gauge_interval_s: float = 0.25
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class MonitorService:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        packs: PackRegistry,
+        options: MonitorOptions,
+        audit: AuditSink,
+        clock: Clock | None = None,
+        metrics: MonitorMetrics | None = None,
+        signer: Signer | None = None,
+        authenticate: Authenticator | None = None,
+        recorder: Recorder | None = None,
+    ) -> None:
+        self.options = options
+        self.clock = clock or SystemClock()
+        self.metrics = metrics or MonitorMetrics()
+        self.packs = packs
+        self.engine = Engine(
+            packs,
+            EngineConfig(
+                monitor_id=options.monitor_id,
+                operators=options.operators,
+                summary_interval_ms=options.summary_interval_ms,
+            ),
+        )
+        self.audit = audit
+        self.entries = EntryFactory(options.monitor_id, __version__)
+        self.publisher = Publisher(
+            settings, self.metrics, f"{options.monitor_id}-producer", signer=signer
+        )
+        self.inbox: queue.SimpleQueue[Batch] = queue.SimpleQueue()
+        self.ingest = Ingest(
+            settings,
+            options.group_id,
+            f"{options.monitor_id}-consumer",
+            self.inbox,
+            self.publisher,
+            self.metrics,
+            self.clock,
+            options.startup_lookback_s,
+            authenticate=authenticate,
+            recorder=recorder,
+            group_instance_id=options.group_instance_id,
+        )
+        self.http = MonitorHTTP(
+            options.http_host,
+            options.http_port,
+            self.metrics.registry,
+            self._health,
+            self._ready,
+            self._status,
+        )
+        self._stop = threading.Event()
+        self._engine_thread = threading.Thread(
+            target=self._engine_loop, name="telesafe-engine", daemon=True
+        )
+        self._hb_seq: dict[str, int] = {}
+        self._known: set[str] = set()
+        self._status_cache: dict[str, Any] = {}
+        self.last_loop_mono = time.monotonic()
+        self.engine_error: BaseException | None = None
+        self.metrics.info.info({"monitor_id": options.monitor_id, "version": __version__})
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        now = self.clock.now()
+        self.metrics.up_since.set(time.time())
+        self.audit.submit(
+            self.entries.monitor_event(
+                "monitor_started",
+                now.utc_ns,
+                now.mono_ns,
+                operators="any (no allow-list configured)"
+                if self.options.operators is None
+                else sorted(self.options.operators),
+            ),
+            checkpoint=True,
+        )
+        for lp in self.packs.all():
+            self.audit.submit(
+                self.entries.monitor_event(
+                    "policy_loaded",
+                    now.utc_ns,
+                    now.mono_ns,
+                    pack=lp.name,
+                    version=lp.version,
+                    hash=lp.sha256,
+                    source=lp.source,
+                )
+            )
+        self.http.start()
+        self.ingest.start()
+        self._engine_thread.start()
+        log.info(
+            "monitor %s started: http://%s:%d/metrics, packs %s",
+            self.options.monitor_id,
+            self.options.http_host,
+            self.http.port,
+            ", ".join(f"{p.name}@{p.version}" for p in self.packs.all()),
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.ingest.stop()
+        self._engine_thread.join(timeout=5)
+        self.ingest.join(timeout=5)
+        now = self.clock.now()
+        self.audit.submit(
+            self.entries.monitor_event("monitor_stopped", now.utc_ns, now.mono_ns), checkpoint=True
+        )
+        self.audit.stop()
+        self.publisher.close()
+        self.http.stop()
+
+    def wait_ready(self, timeout_s: float = 30.0) -> bool:
+        return self.ingest.assigned_event.wait(timeout_s)
+
+    # -- the engine thread -----------------------------------------------------------------
+
+    def _engine_loop(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:
+            self.engine_error = exc
+            log.exception("engine thread stopped: the monitor is no longer supervising")
+
+    def _loop(self) -> None:
+        eng = self.engine
+        hb_ns = int(self.options.heartbeat_interval_ms * MS)
+        gauge_ns = int(self.options.gauge_interval_s * 1e9)
+        now = self.clock.now()
+        next_hb = now.mono_ns + hb_ns
+        next_gauges = now.mono_ns
+        while not self._stop.is_set():
+            nd = eng.next_deadline()
+            wake = min(next_hb, next_gauges) if nd is None else min(nd, next_hb, next_gauges)
+            timeout = (wake - self.clock.now().mono_ns) / 1e9
+            batches: list[Batch] = []
+            # A floor on the wait keeps a loop blocked on `pending` from spinning.
+            with contextlib.suppress(queue.Empty):
+                batches.append(self.inbox.get(timeout=max(0.0002, timeout)))
+            now = self.clock.now()
+            pending = self.ingest.pending_since
+            while True:
+                try:
+                    batches.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    break
+            last_received = 0
+            for b in batches:
+                # Deadlines that passed before this batch arrived fire first, as in replay.
+                self._handle(eng.tick(b.received), b.received)
+                self._process(b)
+                last_received = b.received.mono_ns
+            # Never run timers past a batch the ingest thread is still decoding.
+            limit = now.mono_ns if pending is None else min(now.mono_ns, pending)
+            limit = max(limit, last_received)
+            due = eng.next_deadline()
+            if due is not None and due <= limit:
+                t = now.at_mono(limit)
+                self.metrics.engine_loop_lag.set(max(0, limit - due) / 1e9)
+                self._handle(eng.tick(t), t)
+            now = self.clock.now()
+            if now.mono_ns >= next_hb:
+                self._send_heartbeats(now)
+                next_hb = max(next_hb + hb_ns, now.mono_ns + hb_ns // 2)
+            if now.mono_ns >= next_gauges:
+                self._refresh_gauges(now)
+                next_gauges = now.mono_ns + gauge_ns
+            self.last_loop_mono = time.monotonic()
+
+    def _process(self, batch: Batch) -> None:
+        eng = self.engine
+        now = batch.received
+        for item in batch.items:
+            if isinstance(item, Rejected):
+                eng.on_rejected(item.procedure_id, item.site)
+            elif isinstance(item, RearmRequest | Note):
+                self.metrics.operator_requests.labels(item.type, "received").inc()
+                self._handle(eng.on_operator(item, now), now)
+            else:
+                self._handle(eng.on_telemetry(item, now), now)
+        if batch.newest_broker_ms:
+            self.metrics.consumer_lag_seconds.set(
+                max(0.0, time.time() - batch.newest_broker_ms / 1e3)
+            )
+
+    def _handle(self, decisions: list[Decision], at: Instant) -> None:
+        # Commands first: a safe-stop is on its way before anything is recorded about it.
+        for d in decisions:
+            if isinstance(d, SendCommand):
+                self._send(d)
+        for d in decisions:
+            if isinstance(d, Event):
+                self._on_event(d)
+
+    def _send(self, d: SendCommand) -> None:
+        cmd = d.command
+        self.publisher.command(cmd)
+        if not isinstance(cmd, SafeStop):
+            log.info("REARM sent for %s (command %s)", cmd.procedure_id, cmd.command_id)
+            return
+        if d.resend == 0:
+            handed = self.clock.now().mono_ns
+            kind = (
+                "deadline"
+                if cmd.policy.rule in ("heartbeat_silence", "first_heartbeat")
+                else "record"
+            )
+            self.metrics.detection_latency.labels(kind).observe(
+                max(0, handed - d.breach_mono_ns) / 1e9
+            )
+            self.metrics.safe_stops.labels(cmd.policy.rule).inc()
+            log.warning(
+                "SAFE-STOP %s for %s: %s [%s %s, rule %s]",
+                cmd.command_id,
+                cmd.procedure_id,
+                cmd.reason,
+                cmd.policy.pack,
+                cmd.policy.version,
+                cmd.policy.rule,
+            )
+        else:
+            self.metrics.safe_stop_resends.inc()
+
+    def _on_event(self, ev: Event) -> None:
+        m, k, pid, data = self.metrics, ev.kind, ev.procedure_id, ev.data
+        if k == "warning_raised":
+            m.warnings.labels(data["rule"]).inc()
+        elif k == "safe_stop_acknowledged":
+            m.ack_delay.observe(data["delay_ms"] / 1e3)
+        elif k == "rearm_accepted":
+            m.operator_requests.labels("rearm_request", "accepted").inc()
+        elif k == "rearm_rejected":
+            m.operator_requests.labels("rearm_request", "rejected").inc()
+        if k in _LOUD:
+            detail = data.get("reason") or data.get("rule") or data.get("after") or ""
+            if k == "rearm_rejected":
+                detail = "; ".join(data.get("rejected_because", []))
+            log.info("%s %s %s", k.upper(), pid or "", detail)
+        self.audit.submit(self.entries.from_event(ev), checkpoint=k in CHECKPOINT_EVENTS)
+
+    def _send_heartbeats(self, now: Instant) -> None:
+        for pid, status in self.engine.statuses():
+            seq = self._hb_seq.get(pid, -1) + 1
+            self._hb_seq[pid] = seq
+            self.publisher.command(
+                MonitorHeartbeat(
+                    procedure_id=pid,
+                    seq=seq,
+                    issued_at=now.utc_ns,
+                    monitor_id=self.options.monitor_id,
+                    status=status,
+                )
+            )
+
+    def _refresh_gauges(self, now: Instant) -> None:
+        m = self.metrics
+        snap = self.engine.snapshot(now)
+        m.procedures.set(len(snap))
+        for pid in self._known - snap.keys():
+            m.forget_procedure(pid)
+            self._hb_seq.pop(pid, None)
+        self._known = set(snap)
+        for pid, p in snap.items():
+            for state in PROCEDURE_STATES:
+                m.procedure_state.labels(pid, state).set(1 if p["state"] == state else 0)
+            for site, s in p["sites"].items():
+                if s["heartbeat_age_s"] is not None:
+                    m.heartbeat_age.labels(pid, site).set(s["heartbeat_age_s"])
+                if s["jitter_ms"] is not None:
+                    m.link_jitter.labels(pid, site).set(s["jitter_ms"] / 1e3)
+                if s["loss_ratio"] is not None:
+                    m.link_loss.labels(pid, site).set(s["loss_ratio"])
+            for ch, qs in p["channels"].items():
+                for q, v in qs.items():
+                    if v is not None:
+                        m.latency_quantile.labels(pid, ch, q).set(v / 1e3)
+            for arm, a in p["arms"].items():
+                if a["margin_mm"] is not None and a["margin_mm"] != float("inf"):
+                    m.workspace_margin.labels(pid, arm).set(a["margin_mm"] / 1e3)
+                if a["speed_mm_s"] is not None:
+                    m.tool_speed.labels(pid, arm).set(a["speed_mm_s"] / 1e3)
+            active = set(p["warnings"])
+            for labels in list(m.warning_active._metrics):
+                if labels[0] == pid and not any(w.startswith(labels[1] + ":") for w in active):
+                    m.warning_active.remove(*labels)
+            for w in active:
+                m.warning_active.labels(pid, w.split(":", 1)[0]).set(1)
+            latch = p["latch"]
+            for labels in list(m.safe_stop_latched._metrics):
+                if labels[0] == pid and (latch is None or labels[1] != latch["rule"]):
+                    m.safe_stop_latched.remove(*labels)
+            if latch is None:
+                m.safe_stop_unacked.labels(pid).set(0)
+                m.safe_stop_escalated.labels(pid).set(0)
+            else:
+                m.safe_stop_latched.labels(pid, latch["rule"]).set(1)
+                m.safe_stop_unacked.labels(pid).set(1 if latch["ack"] is None else 0)
+                m.safe_stop_escalated.labels(pid).set(1 if latch["escalated"] else 0)
+        stats = getattr(self.audit, "stats", None)
+        if stats is not None:
+            st = stats()
+            if st.get("last_checkpoint_unix"):
+                m.ledger_checkpoint_time.set(st["last_checkpoint_unix"])
+            m.ledger_pending.set(st.get("queue_depth", 0))
+        self._status_cache = {
+            "monitor_id": self.options.monitor_id,
+            "procedures": snap,
+            "assigned_partitions": len(self.ingest.assigned),
+        }
+
+    # -- HTTP views ------------------------------------------------------------------------
+
+    def _health(self) -> tuple[bool, dict[str, Any]]:
+        loop_age = time.monotonic() - self.last_loop_mono
+        poll_age = time.monotonic() - self.ingest.last_poll_mono
+        problems = []
+        if self.engine_error is not None or not self._engine_thread.is_alive():
+            problems.append(f"engine thread stopped: {self.engine_error!r}")
+        if self.ingest.error is not None or not self.ingest.is_alive():
+            problems.append(f"ingest thread stopped: {self.ingest.error!r}")
+        if loop_age > 1.0:
+            problems.append(f"engine loop stalled for {loop_age:.1f} s")
+        if poll_age > 5.0:
+            problems.append(f"consumer has not polled for {poll_age:.1f} s")
+        return not problems, {
+            "problems": problems,
+            "engine_loop_age_s": round(loop_age, 3),
+            "poll_age_s": round(poll_age, 3),
+        }
+
+    def _ready(self) -> tuple[bool, dict[str, Any]]:
+        ok, detail = self._health()
+        assigned = self.ingest.assigned_event.is_set()
+        return ok and assigned, {**detail, "partitions_assigned": len(self.ingest.assigned)}
+
+    def _status(self) -> dict[str, Any]:
+        return self._status_cache
