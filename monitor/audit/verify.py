@@ -85,6 +85,13 @@ def _bundle_entries(path: Path) -> Iterator[tuple[int, bytes | None, bytes]]:
             yield i, None, line[:-1] if line.endswith(b"\n") else line
 
 
+def _blob(v: object) -> bytes:
+    # An edited row may come back as TEXT (e.g. after SQL replace()); hash what is there.
+    if isinstance(v, bytes):
+        return v
+    return str(v).encode("utf-8", "surrogatepass")
+
+
 def open_source(path: str | Path) -> Source:
     """A ledger SQLite file or an export directory (see export.py)."""
     p = Path(path)
@@ -115,7 +122,7 @@ def open_source(path: str | Path) -> Source:
         if side.exists():
             trusted.append((str(side), side.read_text(encoding="utf-8")))
         origin = store.meta_get("origin") if store.has_table("meta") else None
-        entries = ((i, bytes(lh), bytes(b)) for i, lh, b in store.iter_entries())
+        entries = ((i, _blob(lh), _blob(b)) for i, lh, b in store.iter_entries())
         return Source("sqlite", origin, store.checkpoints(), trusted, entries, store)
     except BaseException:
         store.close()

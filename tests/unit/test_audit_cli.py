@@ -1,0 +1,170 @@
+"""`telesafe audit ...` end to end through cli.main."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from monitor.audit.checkpoint import load_private_key
+from monitor.audit.cli import main
+from monitor.audit.ledger import Ledger
+
+ORIGIN = "telesafe.test/cli"
+
+
+@pytest.fixture()
+def setup(tmp_path: Path) -> tuple[Path, Path, Path]:
+    key = tmp_path / "k"
+    assert main(["audit", "keygen", "--out", str(key)]) == 0
+    led = Ledger.open(tmp_path / "l.db", load_private_key(key), ORIGIN)
+    for _ in range(4):
+        led.append_many([
+            {"type": "POLICY_BREACH", "procedure_id": f"P{i % 2}",
+             "t_utc_ns": 1_763_900_000_000_000_000 + i, "rule": "speed"}
+            for i in range(50)
+        ])
+        led.checkpoint()
+    led.close()
+    return tmp_path / "l.db", key, Path(str(key) + ".pub")
+
+
+def test_keygen_permissions_and_no_overwrite(
+    setup: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, key, pub = setup
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert pub.read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    assert main(["audit", "keygen", "--out", str(key)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+
+
+def test_verify_ok_and_tampered(
+    setup: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, _, pub = setup
+    assert main(["audit", "verify", str(db), "--pubkey", str(pub)]) == 0
+    assert "OK: 200 entries, 4 checkpoints" in capsys.readouterr().out
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TRIGGER entries_no_update")
+    conn.execute("UPDATE entries SET body = replace(body, 'speed', 'spied') WHERE idx = 77")
+    conn.commit()
+    conn.close()
+    assert main(["audit", "verify", str(db), "--pubkey", str(pub)]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED: entry 77: body does not match its stored leaf hash" in err
+    assert main(["audit", "verify", str(db), "--pubkey", str(pub), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] is False and out["first_bad_index"] == 77
+
+
+def test_prove_and_verify_proof(
+    setup: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, _, pub = setup
+    proof = tmp_path / "p.json"
+    assert main(["audit", "prove", str(db), "--entry", "42", "--out", str(proof)]) == 0
+    p = json.loads(proof.read_text())
+    assert (p["index"], p["size"]) == (42, 200) and len(p["path"]) == 8
+    assert main(["audit", "verify-proof", str(proof), "--pubkey", str(pub)]) == 0
+    assert "OK: entry 42 is included" in capsys.readouterr().out
+    # The auditor's own (pretty-printed) copy of the entry.
+    entry = tmp_path / "e.json"
+    entry.write_text(json.dumps(json.loads(p["entry"]), indent=2))
+    assert main(["audit", "verify-proof", str(proof), "--pubkey", str(pub),
+                 "--entry-file", str(entry)]) == 0
+    # A different entry, a bit flip in the path, or a pinned checkpoint size.
+    entry.write_text(json.dumps({**json.loads(p["entry"]), "rule": "other"}))
+    assert main(["audit", "verify-proof", str(proof), "--pubkey", str(pub),
+                 "--entry-file", str(entry)]) == 1
+    p["path"][3] = ("0" if p["path"][3][0] != "0" else "1") + p["path"][3][1:]
+    proof.write_text(json.dumps(p))
+    assert main(["audit", "verify-proof", str(proof), "--pubkey", str(pub)]) == 1
+    assert "inclusion proof does not lead to the expected root" in capsys.readouterr().err
+    assert main(["audit", "prove", str(db), "--entry", "42", "--checkpoint", "50",
+                 "--out", str(proof)]) == 0
+    assert json.loads(proof.read_text())["size"] == 50
+    assert main(["audit", "verify-proof", str(proof), "--pubkey", str(pub)]) == 0
+
+
+def test_consistency_proof(
+    setup: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, _, pub = setup
+    proof = tmp_path / "c.json"
+    assert main(["audit", "prove", str(db), "--consistency-from", "100",
+                 "--out", str(proof)]) == 0
+    assert main(["audit", "verify-proof", str(proof), "--pubkey", str(pub)]) == 0
+    assert "size 100 is a prefix of the signed tree of size 200" in capsys.readouterr().out
+    p = json.loads(proof.read_text())
+    p["path"][0] = p["path"][0][::-1]
+    proof.write_text(json.dumps(p))
+    assert main(["audit", "verify-proof", str(proof), "--pubkey", str(pub)]) == 1
+
+
+def test_export_bundle_verifies(
+    setup: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, _, pub = setup
+    out = tmp_path / "bundle"
+    assert main(["audit", "export", str(db), "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["README.md", "checkpoints", "entries.jsonl", "manifest.json", "pubkey.pem"]
+    assert pub.read_text() == (out / "pubkey.pem").read_text()
+    assert "telesafe audit verify" in (out / "README.md").read_text()
+    assert main(["audit", "verify", str(out), "--pubkey", str(out / "pubkey.pem")]) == 0
+    assert main(["audit", "prove", str(out), "--entry", "3", "--out",
+                 str(tmp_path / "p.json")]) == 0
+    assert main(["audit", "verify-proof", str(tmp_path / "p.json"), "--pubkey", str(pub)]) == 0
+    # Tampering with the bundle is caught as well.
+    lines = (out / "entries.jsonl").read_bytes().split(b"\n")
+    lines[120] = lines[120].replace(b"speed", b"spied")
+    (out / "entries.jsonl").write_bytes(b"\n".join(lines))
+    capsys.readouterr()
+    assert main(["audit", "verify", str(out), "--pubkey", str(pub)]) == 1
+    assert "entry 100: root of entries [0, 150) does not match" in capsys.readouterr().err
+    assert main(["audit", "export", str(db), "--out", str(out)]) == 2  # not empty
+
+
+def test_show(setup: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    db, _, _ = setup
+    assert main(["audit", "show", str(db), "--procedure", "P1", "--tail", "3"]) == 0
+    lines = capsys.readouterr().out.strip().split("\n")
+    assert len(lines) == 4 and lines[0].split()[0] == "index"
+    assert all("P1" in ln and "POLICY_BREACH" in ln for ln in lines[1:])
+    assert lines[-1].split()[0] == "199"
+
+
+@pytest.mark.parametrize("argv", [
+    ["audit"],
+    ["audit", "verify", "nope.db", "--pubkey", "nope.pub"],
+    ["audit", "verify", "x.db"],
+    ["audit", "prove", "x.db"],
+    ["audit", "prove", "x.db", "--entry", "-3"],
+    ["audit", "show", "x.db", "--tail", "many"],
+    ["audit", "verify-proof", "missing.json", "--pubkey", "k.pub"],
+    ["audit", "bogus"],
+])
+def test_bad_arguments_no_traceback(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    try:
+        rc = main(argv)
+    except SystemExit as exc:
+        rc = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert "Traceback" not in err and err.strip()
+
+
+@pytest.mark.parametrize("cmd", ["keygen", "verify", "prove", "verify-proof", "export", "show"])
+def test_help(cmd: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["audit", cmd, "--help"])
+    assert exc.value.code == 0
+    assert "usage: telesafe audit " + cmd in capsys.readouterr().out
