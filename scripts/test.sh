@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what it needs, then lint, types, tests.
+#   scripts/test.sh            everything (unit, integration on a real Kafka broker, observability
+#                              on real Prometheus/Alertmanager, chart checks)
+#   scripts/test.sh -m "not integration"   extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+
+scripts/bootstrap.sh
+scripts/install-prometheus.sh
+if [ -x scripts/install-helm.sh ]; then scripts/install-helm.sh; fi
+
+echo "== ruff"
+.venv/bin/ruff check monitor tests bench
+echo "== mypy --strict monitor/"
+.venv/bin/mypy monitor
+echo "== pytest"
+set +e
+.venv/bin/pytest -q -p no:cacheprovider -W ignore::DeprecationWarning "$@"
+rc=$?
+set -e
+echo "test.sh: finished in $(( $(date +%s) - started )) s (pytest exit $rc)"
+exit $rc
