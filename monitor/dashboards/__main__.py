@@ -1,0 +1,3 @@
+from monitor.dashboards.cli import main
+
+raise SystemExit(main())

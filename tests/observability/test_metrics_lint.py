@@ -1,0 +1,80 @@
+"""`promtool check metrics` on the monitor's exposition (monitor.metrics.MonitorMetrics)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from prometheus_client import generate_latest
+
+from monitor.metrics import PROCEDURE_STATES, MonitorMetrics
+
+pytestmark = pytest.mark.usefixtures("prom_binaries")
+
+# Known finding, reported to the owner of monitor/metrics.py: promtool reserves the
+# `quantile` label for summaries, and telesafe_latency_window_seconds is a gauge with a
+# `quantile` label. Tolerated here (only this exact message) until the metric changes;
+# anything else promtool reports fails the test.
+KNOWN_FINDINGS = {
+    'telesafe_latency_window_seconds non-summary metrics should not have "quantile" label',
+}
+
+
+def populated_metrics() -> MonitorMetrics:
+    """Every metric with at least one child, so the lint sees real label sets."""
+    m = MonitorMetrics()
+    m.info.info({"monitor_id": "m1", "version": "0.1.0"})
+    m.up_since.set(1_700_000_000)
+    m.records.labels("robot", "heartbeat").inc()
+    m.rejected.labels("telesafe.telemetry.robot", "schema").inc()
+    m.duplicates.labels("console").inc()
+    m.lost.labels("robot").inc(3)
+    m.stale.labels("robot", "heartbeat").inc()
+    m.operator_requests.labels("rearm_request", "accepted").inc()
+    m.consumer_lag.labels("telesafe.telemetry.robot").set(0)
+    m.consumer_lag_seconds.set(0.01)
+    m.assigned_partitions.set(6)
+    m.latency.labels("control").observe(0.048)
+    for q in ("0.5", "0.95", "0.99"):
+        m.latency_quantile.labels("p1", "control", q).set(0.05)
+    m.heartbeat_age.labels("p1", "robot").set(0.02)
+    m.link_jitter.labels("p1", "robot").set(0.002)
+    m.link_loss.labels("p1", "robot").set(0.0)
+    m.workspace_margin.labels("p1", "psm1").set(0.03)
+    m.tool_speed.labels("p1", "psm1").set(0.05)
+    for s in PROCEDURE_STATES:
+        m.procedure_state.labels("p1", s).set(1 if s == "armed" else 0)
+    m.procedures.set(1)
+    m.warnings.labels("control_latency").inc()
+    m.warning_active.labels("p1", "control_latency").set(0)
+    m.safe_stops.labels("heartbeat_silence").inc()
+    m.safe_stop_latched.labels("p1", "heartbeat_silence").set(1)
+    m.safe_stop_resends.inc()
+    m.safe_stop_unacked.labels("p1").set(0)
+    m.safe_stop_escalated.labels("p1").set(0)
+    m.ack_delay.observe(0.02)
+    m.detection_latency.labels("timer").observe(0.001)
+    m.commands_sent.labels("safe_stop").inc()
+    m.command_send_failures.labels("safe_stop").inc(0)
+    m.engine_loop_lag.set(0.0001)
+    m.ledger_appends.inc()
+    m.ledger_size.set(1)
+    m.ledger_checkpoint_time.set(1_700_000_000)
+    m.ledger_last_verify_ok.set(1)
+    return m
+
+
+@pytest.mark.parametrize("populated", [False, True], ids=["fresh", "populated"])
+def test_promtool_check_metrics(populated: bool) -> None:
+    m = populated_metrics() if populated else MonitorMetrics()
+    exposition = generate_latest(m.registry)
+    proc = subprocess.run(
+        ["promtool", "check", "metrics"], input=exposition, capture_output=True, timeout=60
+    )
+    findings = {
+        line.strip() for line in (proc.stdout + proc.stderr).decode().splitlines()
+        if line.strip()
+    }
+    assert findings <= KNOWN_FINDINGS, findings - KNOWN_FINDINGS
+    if not findings:
+        assert proc.returncode == 0
