@@ -809,7 +809,7 @@ class ProcedureMonitor:
                         "first_heartbeat",
                         name,
                         now,
-                        None,
+                        round((t - self.opened.mono_ns) / MS, 3),
                         hb.first_heartbeat_ms,
                         f"no fresh heartbeat from the {name} site within "
                         f"{hb.first_heartbeat_ms:g} ms of the procedure start",
