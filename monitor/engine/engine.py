@@ -33,7 +33,8 @@ class Engine:
         self.packs = packs
         self.config = config or EngineConfig()
         self.procedures: dict[str, ProcedureMonitor] = {}
-        self._ended: OrderedDict[str, None] = OrderedDict()
+        # Ended procedure ids -> each site's last seq, to ignore late records (ICD §7 duplicates).
+        self._ended: OrderedDict[str, dict[str, int | None]] = OrderedDict()
         self._timers: list[tuple[int, int, str]] = []
         self._registered: dict[str, int] = {}
         self._timer_seq = 0
@@ -60,9 +61,11 @@ class Engine:
         self, rec: AnyTelemetry, now: Instant, out: list[Decision]
     ) -> ProcedureMonitor | None:
         pid = rec.procedure_id
-        if pid in self._ended and not isinstance(rec, ProcedureStart):
-            self.late_records += 1  # a straggler after procedure_end must not reopen it
-            return None
+        if pid in self._ended:
+            last = self._ended[pid].get(rec.site)
+            if not isinstance(rec, ProcedureStart) or (last is not None and rec.seq <= last):
+                self.late_records += 1  # a straggler after procedure_end must not reopen it
+                return None
         if not isinstance(rec, ProcedureStart):
             # Adopt a procedure we never saw start (monitor restart, or the other site's
             # start still in flight on its own topic), but only on fresh evidence.
@@ -190,7 +193,7 @@ class Engine:
         if proc.closed:
             del self.procedures[pid]
             self._registered.pop(pid, None)
-            self._ended[pid] = None
+            self._ended[pid] = {name: s.last_seq for name, s in proc.sites.items()}
             if len(self._ended) > self.config.ended_memory:
                 self._ended.popitem(last=False)
             out.append(
