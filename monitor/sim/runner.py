@@ -61,6 +61,10 @@ class SimConfig:
     deadman_hold: bool = False
     deadman_timeout_ms: float = 500.0
     seed: int | None = None
+    # Producer batching window. 0 (the project default) wakes kafka-python's sender
+    # for nearly every record: ~2x the CPU at 10 procedures. 5 ms is far below any
+    # ICD threshold (heartbeat warn 100 ms) and adds at most 5 ms to an ack.
+    linger_ms: int = 5
 
     def procedure_ids(self) -> list[str]:
         return [f"{self.procedure_prefix}-{i + 1:04d}" for i in range(self.procedures)]
@@ -72,6 +76,8 @@ class SimConfig:
             raise ValueError("--procedures must be at least 1")
         if self.duration is not None and self.duration <= 0:
             raise ValueError("--duration must be positive")
+        if self.linger_ms < 0:
+            raise ValueError("--linger-ms must not be negative")
         if self.ack_delay_ms < 0:
             raise ValueError("--ack-delay-ms must not be negative")
         for pid in self.procedure_ids():
@@ -134,6 +140,9 @@ class Simulation:
         self._commands_ignored = 0
         self._commands_invalid = 0
         self._loop_lag_max = 0.0
+        # How late each procedure's step ran vs its earliest due item, in whole ms:
+        # the "is it keeping up" measure for many procedures on one core.
+        self._lag_hist: Counter[int] = Counter()
         opts = ProcedureOptions(
             policy=config.policy,
             surgeon_id=config.surgeon_id,
@@ -182,7 +191,9 @@ class Simulation:
 
         try:
             self._producer = KafkaProducer(
-                **self.settings.producer_config(client_id="telesafe-sim")
+                **self.settings.producer_config(
+                    client_id="telesafe-sim", linger_ms=self.config.linger_ms
+                )
             )
             for site in ("console", "robot"):
                 topic = (
@@ -201,7 +212,13 @@ class Simulation:
             # we listen immediately and never replay old commands.
             self._consumer = KafkaConsumer(
                 **self.settings.consumer_config(
-                    client_id="telesafe-sim-robot", group_id=None, enable_auto_commit=False
+                    client_id="telesafe-sim-robot",
+                    group_id=None,
+                    enable_auto_commit=False,
+                    # Long-poll: the broker still answers as soon as a command arrives
+                    # (fetch_min_bytes=1); the 5 ms default only multiplies empty
+                    # fetches (measured: 20 % of a core idle vs 4 %).
+                    fetch_max_wait_ms=100,
                 )
             )
             parts = None
@@ -310,8 +327,10 @@ class Simulation:
                 due = float("inf")
                 for p in procs:
                     late = now - p.next_due()
-                    if late > self._loop_lag_max:
-                        self._loop_lag_max = late
+                    if late > 0:
+                        self._lag_hist[min(int(late * 1000), 1000)] += 1
+                        if late > self._loop_lag_max:
+                            self._loop_lag_max = late
                     self._send(p.step(now))
                     due = min(due, p.next_due())
                 if duration is not None:
@@ -395,8 +414,25 @@ class Simulation:
             "commands_invalid": self._commands_invalid,
             "commands_other_procedures": self._commands_ignored,
             "scheduler_max_lag_ms": round(self._loop_lag_max * 1000, 2),
+            "scheduler_lag_ms": _percentiles(self._lag_hist),
             "procedures": procs,
         }
+
+
+def _percentiles(hist: Counter[int]) -> dict[str, int]:
+    """p50/p99/p999 of a whole-ms histogram (0 when never late)."""
+    total = sum(hist.values())
+    out = {"p50": 0, "p99": 0, "p999": 0}
+    if not total:
+        return out
+    for name, q in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999)):
+        need, acc = q * total, 0
+        for ms in sorted(hist):
+            acc += hist[ms]
+            if acc >= need:
+                out[name] = ms
+                break
+    return out
 
 
 def events_to_jsonl(events: list[dict[str, Any]]) -> str:
