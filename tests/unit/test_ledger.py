@@ -160,7 +160,11 @@ def test_writer_periodic_checkpoint(tmp_path: Path, sk: Ed25519PrivateKey) -> No
 def test_writer_submit_does_not_block(tmp_path: Path, sk: Ed25519PrivateKey) -> None:
     led = Ledger.open(tmp_path / "w.db", sk, ORIGIN)
     gate = threading.Event()
-    w = AuditWriter(led, on_appended=lambda _e: gate.wait(5))
+
+    def slow(_entries: list[dict[str, Any]]) -> None:
+        gate.wait(5)
+
+    w = AuditWriter(led, on_appended=slow)
     w.start()
     w.submit(ev(0))
     time.sleep(0.05)  # writer is now stuck in the callback
@@ -196,9 +200,9 @@ def test_writer_failure_keeps_entries(tmp_path: Path, sk: Ed25519PrivateKey) -> 
     w.submit(ev(0))
     assert w.flush()
     # Simulate the disk going away under the writer.
-    def broken(_rows: object) -> None:
+    def broken(_rows: list[tuple[int, bytes, bytes]]) -> None:
         raise OSError(5, "Input/output error")
-    led._store.append = broken  # type: ignore[method-assign]
+    led._store.append = broken  # type: ignore[method-assign,assignment]
     w.submit(ev(1))
     w.submit(ev(2))
     assert not w.flush(5)
