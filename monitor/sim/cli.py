@@ -201,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{cfg.duration:g} s on {settings.bootstrap_servers} "
                 f"(prefix {settings.topic_prefix or '-'}), {len(cfg.faults)} fault(s)",
                 markup=False,
+                soft_wrap=True,
             )
         summary = sim.run()
     except SimulationError as exc:

@@ -158,8 +158,9 @@ def build(
                 f"{where}: {kind} needs a {target_kind} ({'|'.join(choices[target_kind])})"
             )
         if target not in choices[target_kind]:
+            allowed_targets = "|".join(choices[target_kind])
             raise FaultSpecError(
-                f"{where}: {target!r} is not a {target_kind} ({'|'.join(choices[target_kind])})"
+                f"{where}: {target!r} is not a valid {target_kind} ({allowed_targets})"
             )
     num: float | None = None
     point: tuple[float, float, float] | None = None

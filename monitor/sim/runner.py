@@ -325,14 +325,18 @@ class Simulation:
                         break
                     self.procs[cmd.procedure_id].on_command(cmd, arrived - self._t0)
                 due = float("inf")
-                for p in procs:
+                live = [p for p in procs if not p.ended]
+                if not live:  # every procedure ended early (end@ faults)
+                    break
+                for p in live:
                     late = now - p.next_due()
                     if late > 0:
                         self._lag_hist[min(int(late * 1000), 1000)] += 1
                         if late > self._loop_lag_max:
                             self._loop_lag_max = late
                     self._send(p.step(now))
-                    due = min(due, p.next_due())
+                    if not p.ended:
+                        due = min(due, p.next_due())
                 if duration is not None:
                     due = min(due, duration)
                 wait = min(due - (time.monotonic() - self._t0), _MAX_IDLE_S)

@@ -80,7 +80,7 @@ class LiveView:
 
     def __call__(self, ev: dict[str, Any]) -> None:
         style = _STYLE.get(str(ev.get("event")), "")
-        self.console.print(format_event(ev), style=style, markup=False)
+        self.console.print(format_event(ev), style=style, markup=False, soft_wrap=True)
 
 
 def summary_tables(summary: dict[str, Any]) -> list[Table]:
@@ -120,4 +120,5 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         f"scheduler lateness p50/p99/max {lag['p50']}/{lag['p99']}/"
         f"{summary['scheduler_max_lag_ms']:.0f} ms; send errors {summary['send_errors']}",
         markup=False,
+        soft_wrap=True,
     )
