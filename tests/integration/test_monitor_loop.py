@@ -5,6 +5,7 @@ Timing assertions here are generous safety deadlines, not performance goals (see
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def test_unacknowledged_safe_stop_is_resent_with_same_id(kafka_bootstrap: str,
             stops = watch.of_type("safe_stop", PID)
             assert len({s["command_id"] for s in stops}) == 1
             assert len(stops) >= 6, f"expected >= 5 re-sends, got {len(stops) - 1}"
-            gaps = [b["_received_at"] - a["_received_at"] for a, b in zip(stops, stops[1:])]
+            gaps = [b["_received_at"] - a["_received_at"] for a, b in itertools.pairwise(stops)]
             assert 0.05 < sorted(gaps)[len(gaps) // 2] < 0.2, gaps
             metrics = http_text(mon.url + "/metrics")
             assert f'telesafe_safe_stop_escalated{{procedure_id="{PID}"}} 1.0' in metrics
