@@ -158,3 +158,14 @@ def test_bad_scenarios(tmp_path: Path, body: str, needle: str) -> None:
 def test_missing_scenario_file(tmp_path: Path) -> None:
     with pytest.raises(FaultSpecError, match="cannot read"):
         load_scenario(tmp_path / "nope.yaml")
+
+
+def test_shipped_scenarios_load_and_validate() -> None:
+    from monitor.sim.runner import SimConfig
+
+    files = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
+    assert files
+    for f in files:
+        sc = load_scenario(f)
+        assert sc.faults, f
+        SimConfig(procedures=sc.procedures or 1, faults=sc.faults).validate()
