@@ -81,6 +81,7 @@ class MonitorService:
         recorder: Recorder | None = None,
     ) -> None:
         self.options = options
+        self.settings = settings
         self.clock = clock or SystemClock()
         self.metrics = metrics or MonitorMetrics()
         self.packs = packs
@@ -135,6 +136,9 @@ class MonitorService:
     def start(self) -> None:
         now = self.clock.now()
         self.metrics.up_since.set(time.time())
+        ledger = getattr(self.audit, "ledger", None)
+        if ledger is not None:
+            self._reconcile(ledger)
         self.audit.submit(
             self.entries.monitor_event(
                 "monitor_started",
@@ -168,6 +172,40 @@ class MonitorService:
             self.http.port,
             ", ".join(f"{p.name}@{p.version}" for p in self.packs.all()),
         )
+
+    def _reconcile(self, ledger: Any) -> None:
+        from monitor.service.reconcile import ledger_command_ids, unrecorded_commands
+
+        try:
+            missing = unrecorded_commands(
+                self.settings, self.options.monitor_id, ledger_command_ids(ledger)
+            )
+        except Exception as exc:  # never keep the monitor from starting over bookkeeping
+            log.error("could not reconcile the ledger with the commands topic: %s", exc)
+            return
+        for cmd in missing:
+            now = self.clock.now()
+            log.warning(
+                "ledger lacked safe-stop %s for %s (sent before a crash?): recording it",
+                cmd["command_id"],
+                cmd.get("procedure_id"),
+            )
+            self.audit.submit(
+                self.entries.from_event(
+                    Event(
+                        "command_reconciled",
+                        cmd.get("procedure_id"),
+                        now.mono_ns,
+                        now.utc_ns,
+                        {
+                            "command_id": cmd["command_id"],
+                            "command": cmd,
+                            "reason": "on the commands topic at start-up, not in the ledger",
+                        },
+                    )
+                ),
+                checkpoint=True,
+            )
 
     def stop(self) -> None:
         self._stop.set()

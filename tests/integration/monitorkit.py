@@ -61,8 +61,8 @@ class MonitorProcess:
 
 @contextlib.contextmanager
 def run_monitor(bootstrap: str, prefix: str, workdir: Path, *extra: str,
-                ready_timeout: float = 45.0) -> Iterator[MonitorProcess]:
-    port = free_port()
+                ready_timeout: float = 45.0, port: int | None = None) -> Iterator[MonitorProcess]:
+    port = port or free_port()
     log_path = workdir / f"monitor-{port}.log"
     cmd = [sys.executable, "-m", "monitor", "run", "--bootstrap", bootstrap,
            "--topic-prefix", prefix, "--http-port", str(port), "--monitor-id", f"itest-{port}",
