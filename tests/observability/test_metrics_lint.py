@@ -78,3 +78,18 @@ def test_promtool_check_metrics(populated: bool) -> None:
     assert findings <= KNOWN_FINDINGS, findings - KNOWN_FINDINGS
     if not findings:
         assert proc.returncode == 0
+
+
+def test_docs_metrics_lists_every_series() -> None:
+    """docs/metrics.md catalogues every series of MonitorMetrics (type and labels)."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    m = MonitorMetrics(with_process=False)
+    for family in m.registry.collect():
+        name = {"counter": family.name + "_total", "info": family.name + "_info"}.get(
+            family.type, family.name)
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{name}` |")),
+                   None)
+        assert row, f"docs/metrics.md has no row for {name}"
+        assert f"| {family.type} |" in row, row
