@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from monitor.engine.clock import Instant
+from monitor.icd.decode import MAX_RECORD_BYTES
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,18 @@ def encode_line(received_at: int, topic: str, key: bytes | None, value: bytes | 
         "key": key.decode("utf-8", "replace") if key is not None else None,
     }
     try:
-        obj = json.loads(value) if value is not None else None
+        # Keep `value` only when replaying its compact re-encoding is judged exactly as the
+        # live bytes were: strict UTF-8 (json.loads(bytes) would also take UTF-16/32 and a
+        # BOM), within the size limit (re-encoding drops whitespace) and finite (NaN, or
+        # 1e400 read as inf, would come back as NaN/Infinity). Anything else stays raw.
+        if value is None or len(value) > MAX_RECORD_BYTES:
+            raise ValueError
+        obj = json.loads(value.decode("utf-8"))
         if not isinstance(obj, dict):
             raise ValueError
+        json.dumps(obj, allow_nan=False)
         line["value"] = obj
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         line["value_raw"] = base64.b64encode(value or b"").decode()
     return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
 
