@@ -15,9 +15,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from monitor.audit.checkpoint import KeyFileError
 from monitor.kafka.settings import add_kafka_arguments, settings_from_args
 from monitor.metrics import MonitorMetrics
 from monitor.policy.loader import PackRegistry, PolicyError
+from monitor.security.signing import Keyring, Signer
 from monitor.service.audit_sink import AuditSink, KafkaMirrorSink
 from monitor.service.runner import MonitorOptions, MonitorService
 
@@ -88,6 +90,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=_env("TELESAFE_SIGNING_KEY"),
         help="Ed25519 private key for ledger checkpoints (and commands)",
     )
+    sec = p.add_argument_group("ICD §8 authentication")
+    sec.add_argument(
+        "--trust-key",
+        action="append",
+        default=[k for k in (_env("TELESAFE_TRUST_KEYS") or "").split(",") if k],
+        metavar="WHO:NAME=KEY.pub",
+        help="accept records signed by this key; WHO is console, robot or operator (for "
+        "operators NAME must equal the operator_id). Once a key is set for WHO, its unsigned "
+        "or badly signed records are dead-lettered. Repeat for rotation (env "
+        "TELESAFE_TRUST_KEYS, comma-separated)",
+    )
+    sec.add_argument(
+        "--command-key",
+        default=_env("TELESAFE_COMMAND_KEY"),
+        metavar="NAME=KEY",
+        help="sign every command with this Ed25519 private key (env TELESAFE_COMMAND_KEY)",
+    )
     g.add_argument(
         "--record",
         default=None,
@@ -156,7 +175,14 @@ def run(args: argparse.Namespace) -> int:
         settings = settings_from_args(args)
         packs = PackRegistry.from_dir(args.rules, default=args.default_pack)
         operators = _operators(args.operators)
-    except (ValueError, PolicyError) as exc:
+        keyring = Keyring.from_specs(args.trust_key) if args.trust_key else None
+        signer = None
+        if args.command_key:
+            name, _, path = args.command_key.partition("=")
+            if not name or not path:
+                raise ValueError("--command-key must look like NAME=PATH")
+            signer = Signer.from_file(name, path)
+    except (ValueError, PolicyError, KeyFileError) as exc:
         print(f"telesafe run: {exc}", file=sys.stderr)
         return 2
     if operators is None:
@@ -194,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
             opts,
             sink,
             metrics=metrics,
+            keyring=keyring,
+            signer=signer.headers if signer else None,
             recorder=recorder.write if recorder else None,
         )
     except Exception as exc:  # broker unreachable, port in use, bad key...

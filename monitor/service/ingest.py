@@ -27,13 +27,12 @@ from monitor.icd.models import PROCEDURE_ID_PATTERN
 from monitor.icd.topics import Topics
 from monitor.kafka.settings import KafkaSettings
 from monitor.metrics import MonitorMetrics
+from monitor.security.signing import Keyring
 from monitor.service.inbound import Batch, Item, Rejected
 from monitor.service.publisher import Publisher
 
 log = logging.getLogger("telesafe.ingest")
 
-# Verifies ICD §8 signatures when configured: returns a rejection reason or None.
-Authenticator = Callable[[str, bytes | None, list[tuple[str, bytes]]], str | None]
 Recorder = Callable[[Instant, str, bytes | None, bytes | None], None]
 
 _PID = __import__("re").compile(PROCEDURE_ID_PATTERN)
@@ -61,7 +60,7 @@ class Ingest(threading.Thread):
         metrics: MonitorMetrics,
         clock: Clock,
         startup_lookback_s: float = 10.0,
-        authenticate: Authenticator | None = None,
+        keyring: Keyring | None = None,
         recorder: Recorder | None = None,
         group_instance_id: str | None = None,
     ) -> None:
@@ -72,7 +71,7 @@ class Ingest(threading.Thread):
         self.metrics = metrics
         self.clock = clock
         self.lookback_ms = int(startup_lookback_s * 1000)
-        self.authenticate = authenticate
+        self.keyring = keyring
         self.recorder = recorder
         self.pending_since: int | None = None  # mono ns of a polled batch not yet enqueued
         self.assigned: list[TopicPartition] = []
@@ -169,17 +168,20 @@ class Ingest(threading.Thread):
                     newest = r.timestamp
                 if self.recorder is not None:
                     self.recorder(now, topic, r.key, r.value)
-                result: Any = None
-                if self.authenticate is not None:
-                    problem = self.authenticate(topic, r.value, list(r.headers or []))
-                    if problem is not None:
-                        result = Rejection(problem, "signature")
-                if result is None:
-                    result = (
-                        decode_telemetry(r.value, r.key, site)
-                        if site is not None
-                        else decode_operator(r.value, r.key)
+                result: Any = (
+                    decode_telemetry(r.value, r.key, site)
+                    if site is not None
+                    else decode_operator(r.value, r.key)
+                )
+                if self.keyring is not None and not isinstance(result, Rejection):
+                    problem = self.keyring.check(
+                        site or "operator",
+                        r.value,
+                        list(r.headers or []),
+                        claimed_operator=None if site is not None else result.operator_id,
                     )
+                    if problem is not None:  # ICD §8: no liveness, no re-arm from it
+                        result = Rejection(problem, "signature")
                 if isinstance(result, Rejection):
                     self._reject(topic, tp.partition, r, result, site)
                     items.append(Rejected(self._pid_of(r.key), site))

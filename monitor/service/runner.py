@@ -26,10 +26,11 @@ from monitor.icd.models import MonitorHeartbeat, Note, RearmRequest, SafeStop
 from monitor.kafka.settings import KafkaSettings
 from monitor.metrics import PROCEDURE_STATES, MonitorMetrics
 from monitor.policy.loader import PackRegistry
+from monitor.security.signing import Keyring
 from monitor.service.audit_sink import CHECKPOINT_EVENTS, AuditSink, EntryFactory
 from monitor.service.http import MonitorHTTP
 from monitor.service.inbound import Batch, Rejected
-from monitor.service.ingest import Authenticator, Ingest, Recorder
+from monitor.service.ingest import Ingest, Recorder
 from monitor.service.publisher import Publisher, Signer
 
 log = logging.getLogger("telesafe.monitor")
@@ -77,7 +78,7 @@ class MonitorService:
         clock: Clock | None = None,
         metrics: MonitorMetrics | None = None,
         signer: Signer | None = None,
-        authenticate: Authenticator | None = None,
+        keyring: Keyring | None = None,
         recorder: Recorder | None = None,
     ) -> None:
         self.options = options
@@ -108,7 +109,7 @@ class MonitorService:
             self.metrics,
             self.clock,
             options.startup_lookback_s,
-            authenticate=authenticate,
+            keyring=keyring,
             recorder=recorder,
             group_instance_id=options.group_instance_id,
         )
