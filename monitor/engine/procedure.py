@@ -15,7 +15,7 @@ from monitor.engine.alarms import WarningSet
 from monitor.engine.clock import MS, Instant
 from monitor.engine.decisions import Decision, Event, SendCommand
 from monitor.engine.window import SlidingQuantiles
-from monitor.engine.workspace import derived_speed, speed, zone_distance
+from monitor.engine.workspace import zone_distance
 from monitor.icd.models import (
     SITES,
     AnyTelemetry,
@@ -503,16 +503,19 @@ class ProcedureMonitor:
         zones = [z for z in ws.forbidden_zones if z.arms is None or arm in z.arms]
         warn_box, warn_zone = ws.box_warn_mm, ws.zone_warn_mm
         sp, gp = ws.speed_mm_s, ws.grip_n
-        lo, hi = box.min, box.max
+        lx, ly, lz = box.min
+        hx, hy, hz = box.max
+        sp_warn, gp_warn = sp.warn, gp.warn
+        sqrt, dist = math.sqrt, math.dist
         min_margin = math.inf
         max_speed = 0.0
         last_p, last_t = track.last_p, track.last_t
+        # This loop runs 1,000 times a second per arm: box_margin, speed and derived_speed
+        # (monitor.engine.workspace) are inlined with identical arithmetic.
         for s in rec.samples:
             p = s.p
-            # Inlined box_margin: this loop runs 1,000 times a second per arm.
-            m = min(
-                p[0] - lo[0], hi[0] - p[0], p[1] - lo[1], hi[1] - p[1], p[2] - lo[2], hi[2] - p[2]
-            )
+            x, y, z = p
+            m = min(x - lx, hx - x, y - ly, hy - y, z - lz, hz - z)
             if m < min_margin:
                 min_margin = m
             if m <= warn_box:
@@ -523,16 +526,19 @@ class ProcedureMonitor:
                     min_margin = d
                 if d <= warn_zone:
                     self._zone_outcome(arm, p, d, z.name, now, out)
-            if s.v is not None:
-                v = speed(s.v)
-            elif last_p is not None and last_t is not None:
-                v = derived_speed(last_p, last_t, p, s.t) or 0.0
+            t = s.t
+            sv = s.v
+            if sv is not None:
+                vx, vy, vz = sv
+                v = sqrt(vx * vx + vy * vy + vz * vz)
+            elif last_p is not None and last_t is not None and t > last_t:
+                v = dist(last_p, p) * 1e9 / (t - last_t)
             else:
-                v = 0.0
-            last_p, last_t = p, s.t
+                v = 0.0  # first sample, or time did not advance: speed cannot be derived
+            last_p, last_t = p, t
             if v > max_speed:
                 max_speed = v
-            if v > sp.warn:
+            if v > sp_warn:
                 obs = {"arm": arm, "speed_mm_s": round(v, 3)}
                 if v > sp.stop:
                     self._trip(
@@ -555,7 +561,7 @@ class ProcedureMonitor:
                         out,
                     )
             f = s.f
-            if f is not None and f > gp.warn:
+            if f is not None and f > gp_warn:
                 obs = {"arm": arm, "force_n": f}
                 if f > gp.stop:
                     self._trip(
