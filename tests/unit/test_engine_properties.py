@@ -121,6 +121,10 @@ class Checker:
                     self.episode[p] = None
                 elif x.kind == "procedure_closed":
                     self.episode[p] = None
+                    # A reopened id starts counting episodes afresh; its command ids are
+                    # uuid5(monitor, procedure, episode, issued_at), so they only differ
+                    # from the closed one's by time (see the report: left alone).
+                    self.seen_ids.clear()
         after = dict(d.engine.statuses())
         for p, status in before.items():
             if status != "safe_stop_latched":
