@@ -1,0 +1,183 @@
+"""ICD §9 on real parts: `telesafe run --record` during a simulated run with faults, then
+`telesafe replay` of that recording (twice, as subprocesses).
+
+Replay must be deterministic (byte-identical output), must reach the live run's
+decisions (the same first safe-stop rule, the same breach episodes) and must show the
+garbage the sites sent as `rejected` lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.broker.topics import admin_client, ensure_topics
+from monitor.icd.topics import Topics
+from monitor.kafka.settings import KafkaSettings
+from monitor.sim.faults import parse_spec
+from monitor.sim.runner import SimConfig, Simulation
+from tests.integration.monitorkit import run_monitor
+from tests.integration.sitekit import Observer
+
+REPO = Path(__file__).resolve().parents[2]
+FAULTS = ("garbage:console@1s,count=3", "heartbeat-stop:robot@2s", "out-of-box:psm2@3s")
+GARBAGE = 3
+
+
+@dataclass
+class LiveRun:
+    pid: str
+    topics: Topics
+    recording: Path
+    stops: list[dict[str, Any]]  # safe_stop commands seen on the commands topic
+    audit: list[dict[str, Any]]  # audit mirror entries of the procedure
+    log: str
+    returncode: int | None  # of `telesafe run` after SIGTERM
+
+
+@pytest.fixture(scope="module")
+def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
+    prefix = f"r{uuid.uuid4().hex[:8]}."
+    ensure_topics(kafka_bootstrap, prefix=prefix)
+    topics = Topics(prefix)
+    workdir = tmp_path_factory.mktemp("replay")
+    recording = workdir / "live.jsonl"
+    cfg = SimConfig(duration=5.0, seed=3, procedure_prefix=f"REC{uuid.uuid4().hex[:6]}",
+                    faults=[parse_spec(f) for f in FAULTS])
+    pid = cfg.procedure_ids()[0]
+    try:
+        with run_monitor(kafka_bootstrap, prefix, workdir, "--record", str(recording)) as mon:
+            obs = Observer(kafka_bootstrap, [topics.commands, topics.audit])
+            try:
+                Simulation(cfg, KafkaSettings(bootstrap_servers=kafka_bootstrap,
+                                              topic_prefix=prefix)).run()
+                obs.wait_for(lambda: obs.audit(pid, "procedure_closed"), 5.0)
+                time.sleep(0.3)
+                stops = obs.commands(pid, "safe_stop")
+                audit = [o for o in obs.items(pid) if "event" in o]
+            finally:
+                obs.close()
+        # run_monitor has stopped the monitor (SIGTERM): the recording is closed.
+        yield LiveRun(pid, topics, recording, stops, audit, mon.log(), mon.proc.returncode)
+    finally:
+        with contextlib.suppress(Exception):
+            admin = admin_client(kafka_bootstrap)
+            try:
+                admin.delete_topics(topics.all(), raise_errors=False)
+            finally:
+                admin.close()
+
+
+def _replay(recording: Path, *extra: str) -> bytes:
+    res = subprocess.run([sys.executable, "-m", "monitor", "replay", str(recording), *extra],
+                         cwd=REPO, capture_output=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr.decode(errors="replace")
+    return res.stdout
+
+
+@pytest.fixture(scope="module")
+def replayed(live: LiveRun) -> tuple[bytes, bytes]:
+    return _replay(live.recording), _replay(live.recording)
+
+
+def _lines(out: bytes) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in out.splitlines() if x.strip()]
+
+
+def _episodes(kinds_and_data: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, str]]:
+    return [(k, d["rule"]) for k, d in kinds_and_data
+            if k in ("safe_stop_issued", "breach_while_latched", "rearm_accepted")]
+
+
+def test_live_run_was_recorded_and_stopped(live: LiveRun) -> None:
+    assert live.recording.stat().st_size > 0
+    assert live.stops, f"the live monitor issued no safe_stop\n{live.log[-3000:]}"
+    assert len({s["command_id"] for s in live.stops}) == 1, live.stops
+    lines = live.recording.read_text().splitlines()
+    first = json.loads(lines[0])
+    assert set(first) >= {"received_at", "topic", "key"}, first
+    assert sum("value_raw" in json.loads(x) for x in lines) >= 1  # the not-JSON garbage
+
+
+def test_replay_is_byte_identical(replayed: tuple[bytes, bytes]) -> None:
+    a, b = replayed
+    assert a, "replay printed nothing"
+    assert a == b
+
+
+def test_replay_reaches_the_live_first_safe_stop(live: LiveRun,
+                                                 replayed: tuple[bytes, bytes]) -> None:
+    lines = _lines(replayed[0])
+    stops = [x["command"] for x in lines
+             if x["decision"] == "command" and x["command"]["type"] == "safe_stop"
+             and x["command"]["procedure_id"] == live.pid]
+    assert stops, "the replay issued no safe_stop"
+    live_first = live.stops[0]
+    assert stops[0]["policy"]["rule"] == live_first["policy"]["rule"] == "heartbeat_silence"
+    assert stops[0]["policy"]["pack"] == live_first["policy"]["pack"]
+    assert stops[0]["reason"].split(" silent")[0] == live_first["reason"].split(" silent")[0]
+    # §9: same timings relative to received_at. The live monitor fires its timer a little
+    # after the deadline (thread scheduling); replay fires exactly at it.
+    skew_s = (live_first["issued_at"] - stops[0]["issued_at"]) / 1e9
+    assert -0.05 < skew_s < 0.5, skew_s
+    # Same breach episodes, in the same order, as the live monitor audited.
+    replay_events = [(x["kind"], x["data"]) for x in lines
+                     if x["decision"] == "event" and x["procedure_id"] == live.pid]
+    live_events = [(e["event"], e["data"]) for e in live.audit]
+    assert _episodes(replay_events) == _episodes(live_events), (
+        _episodes(replay_events), _episodes(live_events))
+
+
+def test_replay_shows_the_garbage_as_rejected(live: LiveRun,
+                                              replayed: tuple[bytes, bytes]) -> None:
+    rejected = [x for x in _lines(replayed[0]) if x["decision"] == "rejected"]
+    assert len(rejected) == GARBAGE, rejected
+    assert {x["topic"] for x in rejected} == {live.topics.telemetry_console}
+    assert all(x["reason"] for x in rejected)
+
+
+def test_live_robot_acknowledged_the_stop(live: LiveRun) -> None:
+    kinds = [e["event"] for e in live.audit]
+    assert "safe_stop_acknowledged" in kinds, kinds
+    assert "safe_stop_escalated" not in kinds, kinds
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: replay cannot match the robot's recorded "
+                   "safe_stop_ack: the command id is uuid5(monitor id, procedure, episode, "
+                   "issue UTC) and the live monitor issues a timer-driven stop at the time its "
+                   "loop ran (e.g. 318.6 ms of silence), replay exactly at the deadline "
+                   "(300.0 ms); so the ids differ even with --monitor-id, the ack is "
+                   "'ack_unmatched', and replay re-sends and escalates (pages) a stop the "
+                   "live monitor saw acknowledged: not 'the same decisions' (ICD §9)")
+def test_replay_honours_the_recorded_ack_like_the_live_run(live: LiveRun) -> None:
+    out = _lines(_replay(live.recording, "--monitor-id", live.stops[0]["monitor_id"]))
+    kinds = [x["kind"] for x in out if x["decision"] == "event" and x["procedure_id"] == live.pid]
+    assert "ack_unmatched" not in kinds
+    assert "safe_stop_acknowledged" in kinds
+    assert "safe_stop_escalated" not in kinds
+    first = next(x["command"] for x in out if x["decision"] == "command"
+                 and x["command"]["type"] == "safe_stop")
+    assert first["command_id"] == live.stops[0]["command_id"]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: `telesafe run` crashes on SIGTERM: Ingest "
+                   "(a threading.Thread) sets self._stop = Event(), shadowing Thread._stop(), "
+                   "so ingest.join() raises TypeError; svc.stop() aborts before audit/publisher "
+                   "shutdown and recorder.close(), so the recording loses its buffered tail "
+                   "(here the procedure_end) and the exit status is 1")
+def test_monitor_stops_cleanly_and_keeps_the_whole_recording(live: LiveRun) -> None:
+    assert "Traceback" not in live.log, live.log[-2000:]
+    assert live.returncode == 0
+    ends = [json.loads(x) for x in live.recording.read_text().splitlines()
+            if '"procedure_end"' in x]
+    assert [e["value"]["procedure_id"] for e in ends] == [live.pid]
