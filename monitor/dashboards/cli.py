@@ -21,8 +21,10 @@ def _generate(args: argparse.Namespace) -> int:
             if not path.exists() or path.read_text(encoding="utf-8") != render_json(d):
                 stale.append(str(path))
         if stale:
-            print("out of date (run `telesafe dashboards generate`): " + ", ".join(stale),
-                  file=sys.stderr)
+            print(
+                "out of date (run `telesafe dashboards generate`): " + ", ".join(stale),
+                file=sys.stderr,
+            )
             return 1
         print(f"{len(all_dashboards())} dashboards up to date in {out}")
         return 0
@@ -46,15 +48,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     g = dsub.add_parser("generate", help="write dashboards/*.json from monitor/dashboards")
     g.add_argument("--out", default=str(DEFAULT_OUT_DIR), help="output directory")
-    g.add_argument("--check", action="store_true",
-                   help="do not write; exit 1 if the files differ from the generator")
+    g.add_argument(
+        "--check",
+        action="store_true",
+        help="do not write; exit 1 if the files differ from the generator",
+    )
     g.set_defaults(func=_generate)
 
     u = dsub.add_parser("push", help="upload the dashboards to Grafana (grafana-client)")
-    u.add_argument("--url", default=os.environ.get("GRAFANA_URL"),
-                   help="Grafana base URL (default: $GRAFANA_URL); may carry user:password@")
-    u.add_argument("--token", default=os.environ.get("GRAFANA_TOKEN"),
-                   help="service-account token (default: $GRAFANA_TOKEN)")
+    u.add_argument(
+        "--url",
+        default=os.environ.get("GRAFANA_URL"),
+        help="Grafana base URL (default: $GRAFANA_URL); may carry user:password@",
+    )
+    u.add_argument(
+        "--token",
+        default=os.environ.get("GRAFANA_TOKEN"),
+        help="service-account token (default: $GRAFANA_TOKEN)",
+    )
     u.add_argument("--folder", default=DEFAULT_FOLDER, help="folder title (created if missing)")
     u.set_defaults(func=_push)
 

@@ -179,14 +179,16 @@ class Dashboard:
         next_id = 1
         y = 0
         for row in self.rows:
-            out.append({
-                "collapsed": False,
-                "gridPos": {"h": 1, "w": GRID_WIDTH, "x": 0, "y": y},
-                "id": next_id,
-                "panels": [],
-                "title": row.title,
-                "type": "row",
-            })
+            out.append(
+                {
+                    "collapsed": False,
+                    "gridPos": {"h": 1, "w": GRID_WIDTH, "x": 0, "y": y},
+                    "id": next_id,
+                    "panels": [],
+                    "title": row.title,
+                    "type": "row",
+                }
+            )
             next_id += 1
             y += 1
             x = 0

@@ -85,17 +85,19 @@ def push(
         payload = upload_payload(d.to_json(), folder_uid)
         resp: dict[str, Any] = _untyped(api).dashboard.update_dashboard(payload)
         version = resp.get("version")
-        results.append(PushResult(
-            uid=str(resp.get("uid", d.uid)),
-            title=d.title,
-            url=str(resp.get("url", "")),
-            version=int(version) if version is not None else None,
-            status=str(resp.get("status", "")),
-        ))
+        results.append(
+            PushResult(
+                uid=str(resp.get("uid", d.uid)),
+                title=d.title,
+                url=str(resp.get("url", "")),
+                version=int(version) if version is not None else None,
+                status=str(resp.get("status", "")),
+            )
+        )
     # Read back: every dashboard must now be listed in the folder.
-    found: list[dict[str, Any]] = _untyped(api).search.search_dashboards(
-        type_="dash-db", folder_uids=[folder_uid]
-    ) or []
+    found: list[dict[str, Any]] = (
+        _untyped(api).search.search_dashboards(type_="dash-db", folder_uids=[folder_uid]) or []
+    )
     present = {str(h.get("uid")) for h in found}
     missing = [r.uid for r in results if r.uid not in present]
     if missing:

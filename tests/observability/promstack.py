@@ -162,8 +162,10 @@ class WebhookReceiver:
 
 def _summary(body: Any) -> Any:
     if isinstance(body, dict) and "alerts" in body:
-        return [(body.get("status"), a.get("labels", {}).get("alertname"), a.get("status"))
-                for a in body["alerts"]]
+        return [
+            (body.get("status"), a.get("labels", {}).get("alertname"), a.get("status"))
+            for a in body["alerts"]
+        ]
     return str(body)[:120]
 
 
@@ -302,29 +304,45 @@ class PromStack:
         try:
             self.am_port = free_port()
             am_cfg = wd / "alertmanager.yml"
-            am_cfg.write_text(yaml.safe_dump(
-                alertmanager_test_config(self.receiver.base_url, wd / "secrets")))
+            am_cfg.write_text(
+                yaml.safe_dump(alertmanager_test_config(self.receiver.base_url, wd / "secrets"))
+            )
             (wd / "am-data").mkdir()
-            am = start_process("alertmanager", [
-                "prometheus-alertmanager", f"--config.file={am_cfg}",
-                f"--storage.path={wd / 'am-data'}",
-                f"--web.listen-address=127.0.0.1:{self.am_port}",
-                "--cluster.listen-address=", "--log.level=debug",
-            ], wd)
+            am = start_process(
+                "alertmanager",
+                [
+                    "prometheus-alertmanager",
+                    f"--config.file={am_cfg}",
+                    f"--storage.path={wd / 'am-data'}",
+                    f"--web.listen-address=127.0.0.1:{self.am_port}",
+                    "--cluster.listen-address=",
+                    "--log.level=debug",
+                ],
+                wd,
+            )
             self.procs.append(am)
             wait_ready(am, f"{self.am_url}/-/ready")
 
             self.prom_port = free_port()
             prom_cfg = wd / "prometheus.yml"
-            prom_cfg.write_text(yaml.safe_dump(prometheus_config(
-                self.targets, f"127.0.0.1:{self.am_port}", self.rule_files)))
+            prom_cfg.write_text(
+                yaml.safe_dump(
+                    prometheus_config(self.targets, f"127.0.0.1:{self.am_port}", self.rule_files)
+                )
+            )
             (wd / "prom-data").mkdir()
-            prom = start_process("prometheus", [
-                "prometheus", f"--config.file={prom_cfg}",
-                f"--storage.tsdb.path={wd / 'prom-data'}",
-                f"--web.listen-address=127.0.0.1:{self.prom_port}",
-                "--rules.alert.resend-delay=1s", "--log.level=info",
-            ], wd)
+            prom = start_process(
+                "prometheus",
+                [
+                    "prometheus",
+                    f"--config.file={prom_cfg}",
+                    f"--storage.tsdb.path={wd / 'prom-data'}",
+                    f"--web.listen-address=127.0.0.1:{self.prom_port}",
+                    "--rules.alert.resend-delay=1s",
+                    "--log.level=info",
+                ],
+                wd,
+            )
             self.procs.append(prom)
             wait_ready(prom, f"{self.prom_url}/-/ready")
         except BaseException:

@@ -39,20 +39,29 @@ def test_committed_json_matches_generator() -> None:
 def test_generate_cli_writes_identical_files(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "monitor.dashboards", "generate", "--out", str(tmp_path)],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     for d in all_dashboards():
         assert (tmp_path / file_name(d)).read_text() == render_json(d)
     check = subprocess.run(
-        [sys.executable, "-m", "monitor.dashboards", "generate", "--check", "--out",
-         str(tmp_path)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60,
+        [sys.executable, "-m", "monitor.dashboards", "generate", "--check", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
     )
     assert check.returncode == 0, check.stderr
     (tmp_path / file_name(all_dashboards()[0])).write_text("{}")
     stale = subprocess.run(
-        [sys.executable, "-m", "monitor.dashboards", "generate", "--check", "--out",
-         str(tmp_path)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60,
+        [sys.executable, "-m", "monitor.dashboards", "generate", "--check", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
     )
     assert stale.returncode == 1
 
@@ -94,20 +103,31 @@ def test_required_panels() -> None:
     steps = hb["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert [s["value"] for s in steps] == [None, 0.1, 0.3]
     assert panels["Procedure state"]["type"] == "state-timeline"
-    for title, warn, crit in (("Control latency (1 s window) p50 / p95 / p99", 0.1, 0.3),
-                              ("Video latency (1 s window) p50 / p95 / p99", 0.15, 0.4)):
+    for title, warn, crit in (
+        ("Control latency (1 s window) p50 / p95 / p99", 0.1, 0.3),
+        ("Video latency (1 s window) p50 / p95 / p99", 0.15, 0.4),
+    ):
         steps = panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
         assert [s["value"] for s in steps] == [None, warn, crit]
     for needle in ("jitter", "loss", "Workspace margin", "Tool-tip speed", "Safe-stop"):
         assert any(needle in t for t in panels), needle
     fleet_exprs = " ".join(q.expr for q in all_queries() if q.dashboard_uid == "telesafe-fleet")
-    for metric in ("telesafe_procedures_active", "telesafe_procedure_state",
-                   "telesafe_consumer_lag_records", "telesafe_records_rejected_total",
-                   "telesafe_records_duplicate_total", "telesafe_records_lost_total"):
+    for metric in (
+        "telesafe_procedures_active",
+        "telesafe_procedure_state",
+        "telesafe_consumer_lag_records",
+        "telesafe_records_rejected_total",
+        "telesafe_records_duplicate_total",
+        "telesafe_records_lost_total",
+    ):
         assert metric in fleet_exprs
     audit_exprs = " ".join(q.expr for q in all_queries() if q.dashboard_uid == "telesafe-audit")
-    for metric in ("telesafe_ledger_entries", "telesafe_ledger_last_checkpoint_timestamp",
-                   "telesafe_ledger_last_verify_success", "telesafe_ledger_append_failures"):
+    for metric in (
+        "telesafe_ledger_entries",
+        "telesafe_ledger_last_checkpoint_timestamp",
+        "telesafe_ledger_last_verify_success",
+        "telesafe_ledger_append_failures",
+    ):
         assert metric in audit_exprs
 
 

@@ -36,12 +36,18 @@ CMD = [sys.executable, "-m", "monitor"]
 # Panels that can legitimately be empty in this scenario, and why. Everything else must
 # return data. (Keys: (dashboard uid, panel title, refId).)
 MAY_BE_EMPTY: dict[tuple[str, str, str], str] = {
-    ("telesafe-fleet", "Duplicate records by site", "A"):
-        "the simulator never re-sends a seq, so telesafe_records_duplicate_total has no "
-        "child series (a labelled counter appears only once incremented)",
-    ("telesafe-fleet", "Lost records (seq gaps) by site", "A"):
-        "heartbeat-stop withholds heartbeats without skipping seq numbers, so no gap is "
-        "seen and telesafe_records_lost_total has no child series",
+    (
+        "telesafe-fleet",
+        "Duplicate records by site",
+        "A",
+    ): "the simulator never re-sends a seq, so telesafe_records_duplicate_total has no "
+    "child series (a labelled counter appears only once incremented)",
+    (
+        "telesafe-fleet",
+        "Lost records (seq gaps) by site",
+        "A",
+    ): "heartbeat-stop withholds heartbeats without skipping seq numbers, so no gap is "
+    "seen and telesafe_records_lost_total has no child series",
 }
 
 
@@ -49,7 +55,10 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     fh = log.open("wb")
     try:
         return subprocess.Popen(
-            [*CMD, *args], stdout=fh, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            [*CMD, *args],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
     finally:
@@ -70,8 +79,20 @@ def _stop(p: subprocess.Popen[bytes]) -> None:
 def monitor_proc(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     log = tmp_path / "monitor.log"
-    p = _spawn(["run", "--bootstrap", kafka_bootstrap, "--topic-prefix", topic_prefix,
-                "--monitor-id", "m1", "--http-port", str(port)], log)
+    p = _spawn(
+        [
+            "run",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--topic-prefix",
+            topic_prefix,
+            "--monitor-id",
+            "m1",
+            "--http-port",
+            str(port),
+        ],
+        log,
+    )
 
     def healthy() -> bool:
         if p.poll() is not None:
@@ -90,10 +111,12 @@ def monitor_proc(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Ite
 def _alert(name: str, status: str, pid: str | None = None) -> object:
     def pred(d: Delivery) -> bool:
         return any(
-            a["labels"].get("alertname") == name and a["status"] == status
+            a["labels"].get("alertname") == name
+            and a["status"] == status
             and (pid is None or a["labels"].get("procedure_id") == pid)
             for a in webhook_alerts(d)
         )
+
     return pred
 
 
@@ -115,15 +138,28 @@ def test_page_dashboards_and_rearm_end_to_end(
         sim: subprocess.Popen[bytes] | None = None
         try:
             wait_until(stack.targets_up, 30, what="monitor scraped")
-            sim = _spawn(["simulate", *kafka, "--procedures", "1", "--duration", "20",
-                          "--fault", "heartbeat-stop:robot@6s,for=2s",
-                          "--fault", "garbage:console@3s,count=8", "--quiet"],
-                         tmp_path / "simulate.log")
+            sim = _spawn(
+                [
+                    "simulate",
+                    *kafka,
+                    "--procedures",
+                    "1",
+                    "--duration",
+                    "20",
+                    "--fault",
+                    "heartbeat-stop:robot@6s,for=2s",
+                    "--fault",
+                    "garbage:console@3s,count=8",
+                    "--quiet",
+                ],
+                tmp_path / "simulate.log",
+            )
 
             # (a) a page with procedure_id and rule reaches the webhook.
             page = stack.receiver.wait_for(_alert("SafeStopIssued", "firing"), 45)  # type: ignore[arg-type]
-            alert = next(a for a in webhook_alerts(page)
-                         if a["labels"]["alertname"] == "SafeStopIssued")
+            alert = next(
+                a for a in webhook_alerts(page) if a["labels"]["alertname"] == "SafeStopIssued"
+            )
             pid = alert["labels"]["procedure_id"]
             assert alert["labels"]["rule"] == "heartbeat_silence", alert["labels"]
             assert alert["labels"]["severity"] == "page"
@@ -135,34 +171,62 @@ def test_page_dashboards_and_rearm_end_to_end(
             _queries_with_data(stack, pid, seen)
 
             # (c) re-arm once the robot's heartbeats are back -> the page resolves.
-            wait_until(lambda: bool(stack.query(
-                f'max(telesafe_heartbeat_age_seconds{{procedure_id="{pid}"}}) < 0.1')),
-                30, what="both sites healthy again")
+            wait_until(
+                lambda: bool(
+                    stack.query(
+                        f'max(telesafe_heartbeat_age_seconds{{procedure_id="{pid}"}}) < 0.1'
+                    )
+                ),
+                30,
+                what="both sites healthy again",
+            )
             deadline = time.monotonic() + 40
             resolved = None
             while resolved is None and time.monotonic() < deadline:
                 rc = subprocess.run(
-                    [*CMD, "rearm", *kafka, "--procedure", pid, "--operator", "dr-demo",
-                     "--reason", "checked"], capture_output=True, text=True, timeout=60,
-                    cwd=REPO_ROOT)
+                    [
+                        *CMD,
+                        "rearm",
+                        *kafka,
+                        "--procedure",
+                        pid,
+                        "--operator",
+                        "dr-demo",
+                        "--reason",
+                        "checked",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    cwd=REPO_ROOT,
+                )
                 assert rc.returncode == 0, rc.stdout + rc.stderr
                 try:
-                    resolved = stack.receiver.wait_for(
-                        _alert("SafeStopIssued", "resolved", pid), 6)  # type: ignore[arg-type]
+                    resolved = stack.receiver.wait_for(_alert("SafeStopIssued", "resolved", pid), 6)  # type: ignore[arg-type]
                 except TimeoutError:
                     continue  # e.g. latency not yet in band: the monitor rejected it
             assert resolved is not None, "SafeStopIssued did not resolve after rearm"
             # The resolution came from an accepted re-arm, not from the procedure ending
             # (which also drops the latch series). A CPU-starved simulator can trip a new
             # heartbeat safe-stop right after, so the current state is not asserted.
-            wait_until(lambda: bool(stack.query(
-                'telesafe_operator_requests_total{type="rearm_request",outcome="accepted"}'
-                " > 0")), 10, what="accepted re-arm counted")
+            wait_until(
+                lambda: bool(
+                    stack.query(
+                        'telesafe_operator_requests_total{type="rearm_request",outcome="accepted"}'
+                        " > 0"
+                    )
+                ),
+                10,
+                what="accepted re-arm counted",
+            )
 
             time.sleep(3)
             _queries_with_data(stack, pid, seen)
-            empty = [(q.dashboard_uid, q.panel_title, q.ref_id, q.expr) for q in all_queries()
-                     if (q.dashboard_uid, q.panel_title, q.ref_id) not in seen]
+            empty = [
+                (q.dashboard_uid, q.panel_title, q.ref_id, q.expr)
+                for q in all_queries()
+                if (q.dashboard_uid, q.panel_title, q.ref_id) not in seen
+            ]
             unexpected = [e for e in empty if e[:3] not in MAY_BE_EMPTY]
             assert not unexpected, f"panel queries without data: {unexpected}"
             for e in empty:
@@ -173,5 +237,7 @@ def test_page_dashboards_and_rearm_end_to_end(
         finally:
             if sim is not None:
                 _stop(sim)
-                print("----- simulate log (tail)\n"
-                      + (tmp_path / "simulate.log").read_text(errors="replace")[-2000:])
+                print(
+                    "----- simulate log (tail)\n"
+                    + (tmp_path / "simulate.log").read_text(errors="replace")[-2000:]
+                )

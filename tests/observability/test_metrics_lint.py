@@ -72,8 +72,7 @@ def test_promtool_check_metrics(populated: bool) -> None:
         ["promtool", "check", "metrics"], input=exposition, capture_output=True, timeout=60
     )
     findings = {
-        line.strip() for line in (proc.stdout + proc.stderr).decode().splitlines()
-        if line.strip()
+        line.strip() for line in (proc.stdout + proc.stderr).decode().splitlines() if line.strip()
     }
     assert findings <= KNOWN_FINDINGS, findings - KNOWN_FINDINGS
     if not findings:
@@ -88,8 +87,8 @@ def test_docs_metrics_lists_every_series() -> None:
     m = MonitorMetrics(with_process=False)
     for family in m.registry.collect():
         name = {"counter": family.name + "_total", "info": family.name + "_info"}.get(
-            family.type, family.name)
-        row = next((line for line in doc.splitlines() if line.startswith(f"| `{name}` |")),
-                   None)
+            family.type, family.name
+        )
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{name}` |")), None)
         assert row, f"docs/metrics.md has no row for {name}"
         assert f"| {family.type} |" in row, row

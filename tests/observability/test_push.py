@@ -65,8 +65,13 @@ class FakeGrafana:
                 elif u.path == "/api/frontend/settings":
                     self._send(200, {"buildInfo": {"version": "12.4.0"}})
                 elif u.path == "/api/folders":
-                    self._send(200, [{"id": i, "uid": f["uid"], "title": f["title"]}
-                                     for i, f in enumerate(fake.folders.values(), 1)])
+                    self._send(
+                        200,
+                        [
+                            {"id": i, "uid": f["uid"], "title": f["title"]}
+                            for i, f in enumerate(fake.folders.values(), 1)
+                        ],
+                    )
                 elif u.path.startswith("/api/folders/"):
                     uid = u.path.rsplit("/", 1)[1]
                     if uid in fake.folders:
@@ -82,8 +87,12 @@ class FakeGrafana:
                 elif u.path == "/api/search":
                     q = parse_qs(u.query)
                     hits = [
-                        {"uid": uid, "title": d["dashboard"]["title"], "type": "dash-db",
-                         "folderUid": d["meta"]["folderUid"]}
+                        {
+                            "uid": uid,
+                            "title": d["dashboard"]["title"],
+                            "type": "dash-db",
+                            "folderUid": d["meta"]["folderUid"],
+                        }
                         for uid, d in fake.dashboards.items()
                         if not q.get("folderUIDs") or d["meta"]["folderUid"] in q["folderUIDs"]
                     ]
@@ -102,8 +111,11 @@ class FakeGrafana:
                     if uid in fake.folders:
                         self._send(409, {"message": "a folder with the same uid already exists"})
                         return
-                    fake.folders[uid] = {"id": len(fake.folders) + 1, "uid": uid,
-                                         "title": body["title"]}
+                    fake.folders[uid] = {
+                        "id": len(fake.folders) + 1,
+                        "uid": uid,
+                        "title": body["title"],
+                    }
                     self._send(200, fake.folders[uid])
                 elif u.path == "/api/dashboards/db":
                     dash = body["dashboard"]
@@ -114,14 +126,24 @@ class FakeGrafana:
                     if uid in fake.dashboards and not body.get("overwrite"):
                         self._send(412, {"status": "version-mismatch"})
                         return
-                    version = fake.dashboards.get(uid, {"meta": {"version": 0}})["meta"][
-                        "version"] + 1
+                    version = (
+                        fake.dashboards.get(uid, {"meta": {"version": 0}})["meta"]["version"] + 1
+                    )
                     fake.dashboards[uid] = {
-                        "dashboard": dash, "payload": body,
+                        "dashboard": dash,
+                        "payload": body,
                         "meta": {"folderUid": body["folderUid"], "version": version},
                     }
-                    self._send(200, {"id": 1, "uid": uid, "url": f"/d/{uid}/x",
-                                     "status": "success", "version": version})
+                    self._send(
+                        200,
+                        {
+                            "id": 1,
+                            "uid": uid,
+                            "url": f"/d/{uid}/x",
+                            "status": "success",
+                            "version": version,
+                        },
+                    )
                 else:
                     self._send(404, {"message": "not found"})
 
@@ -159,7 +181,8 @@ def test_push_creates_folder_and_uploads_every_dashboard(grafana: FakeGrafana) -
         assert payload["dashboard"]["id"] is None
         # The uploaded JSON is exactly the generated dashboard.
         assert {k: v for k, v in payload["dashboard"].items() if k != "id"} == {
-            k: v for k, v in want.items() if k != "id"}
+            k: v for k, v in want.items() if k != "id"
+        }
     assert ("POST", "/api/dashboards/db") in grafana.requests
     assert ("GET", "/api/search") in grafana.requests
 
@@ -188,8 +211,9 @@ def test_push_rejects_bad_token(grafana: FakeGrafana) -> None:
 
 
 def test_cli_push(grafana: FakeGrafana, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = dashboards_main(["push", "--url", grafana.url, "--token", grafana.token,
-                          "--folder", "Ops"])
+    rc = dashboards_main(
+        ["push", "--url", grafana.url, "--token", grafana.token, "--folder", "Ops"]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert out.count("success") == len(all_dashboards())

@@ -85,11 +85,13 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
 def test_pages_for_procedures_carry_procedure_id_and_rule() -> None:
     """The safety pages name the procedure and the policy rule (checked by promtool tests)."""
     text = "".join(p.read_text(encoding="utf-8") for p in RULE_TESTS)
-    for name in ("SafeStopIssued", "SafeStopNotAcknowledged", "SiteHeartbeatLost",
-                 "LatencyCritical"):
-        block = re.search(
-            rf"alertname: {name}\n\s+exp_alerts:\n\s+- exp_labels: (\{{.*\}})", text
-        )
+    for name in (
+        "SafeStopIssued",
+        "SafeStopNotAcknowledged",
+        "SiteHeartbeatLost",
+        "LatencyCritical",
+    ):
+        block = re.search(rf"alertname: {name}\n\s+exp_alerts:\n\s+- exp_labels: (\{{.*\}})", text)
         assert block, name
         labels = yaml.safe_load(block.group(1))
         assert {"procedure_id", "rule", "severity"} <= set(labels), (name, labels)
@@ -105,7 +107,10 @@ def test_alertmanager_config(tmp_path: Path) -> None:
         return set(out.stdout.strip().split(","))
 
     assert routes("alertname=SafeStopIssued", "severity=page", "procedure_id=p1") == {
-        "telesafe-webhook", "pagerduty-oncall", "opsgenie-oncall"}
+        "telesafe-webhook",
+        "pagerduty-oncall",
+        "opsgenie-oncall",
+    }
     assert routes("alertname=Watchdog", "severity=none") == {"deadman-heartbeat"}
     assert routes("alertname=LatencyWarning", "severity=warning") == {"telesafe-webhook"}
 

@@ -45,10 +45,12 @@ def exporter() -> Iterator[tuple[MonitorMetrics, str]]:
 def _has_alert(name: str, status: str, **labels: str) -> object:
     def pred(d: Delivery) -> bool:
         return any(
-            a["labels"].get("alertname") == name and a["status"] == status
+            a["labels"].get("alertname") == name
+            and a["status"] == status
             and all(a["labels"].get(k) == v for k, v in labels.items())
             for a in webhook_alerts(d)
         )
+
     return pred
 
 
@@ -68,12 +70,20 @@ def test_page_reaches_webhook_pagerduty_opsgenie_and_resolves(
             m.safe_stop_latched.labels(PID, "heartbeat_silence").set(1)
             for s in PROCEDURE_STATES:
                 m.procedure_state.labels(PID, s).set(1 if s == "safe_stop_latched" else 0)
-            page = stack.receiver.wait_for(_has_alert(  # type: ignore[arg-type]
-                "SafeStopIssued", "firing", procedure_id=PID, rule="heartbeat_silence",
-                severity="page"), 30)
+            page = stack.receiver.wait_for(
+                _has_alert(  # type: ignore[arg-type]
+                    "SafeStopIssued",
+                    "firing",
+                    procedure_id=PID,
+                    rule="heartbeat_silence",
+                    severity="page",
+                ),
+                30,
+            )
             assert page.path == "/webhook/telesafe-webhook"
-            alert = next(a for a in webhook_alerts(page)
-                         if a["labels"]["alertname"] == "SafeStopIssued")
+            alert = next(
+                a for a in webhook_alerts(page) if a["labels"]["alertname"] == "SafeStopIssued"
+            )
             assert alert["annotations"]["runbook_url"] == "docs/runbook.md#safestopissued"
             assert PID in alert["annotations"]["summary"]
             # The same page also went to the PagerDuty- and Opsgenie-style receivers.
@@ -89,8 +99,12 @@ def test_page_reaches_webhook_pagerduty_opsgenie_and_resolves(
             m.safe_stop_latched.remove(PID, "heartbeat_silence")
             for s in PROCEDURE_STATES:
                 m.procedure_state.labels(PID, s).set(1 if s == "armed" else 0)
-            stack.receiver.wait_for(_has_alert(  # type: ignore[arg-type]
-                "SafeStopIssued", "resolved", procedure_id=PID), 30)
+            stack.receiver.wait_for(
+                _has_alert(  # type: ignore[arg-type]
+                    "SafeStopIssued", "resolved", procedure_id=PID
+                ),
+                30,
+            )
         except BaseException:
             print(stack.logs())
             raise
