@@ -9,6 +9,7 @@ started=$(date +%s)
 
 scripts/bootstrap.sh
 scripts/install-prometheus.sh
+command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 if [ -x scripts/install-helm.sh ]; then scripts/install-helm.sh; fi
 
 echo "== ruff"
