@@ -104,7 +104,9 @@ def run_demo(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     ledger = work / "ledger.sqlite"
     key = work / "ledger.key"
-    for old in (ledger, Path(f"{ledger}-wal"), Path(f"{ledger}-shm")):
+    # A fresh ledger per demo run, with its checkpoint sidecar (else the monitor refuses
+    # to open an empty ledger whose sidecar says it once held entries).
+    for old in (ledger, *(Path(f"{ledger}{s}") for s in ("-wal", "-shm", ".checkpoint"))):
         old.unlink(missing_ok=True)
     console.rule("[bold]telesafe demo — London console ↔ Gibraltar robot")
     try:

@@ -148,7 +148,7 @@ class MonitorMetrics:
         self.latency_quantile = Gauge(
             "telesafe_latency_window_seconds",
             "Quantiles of the sliding 1 s latency window per procedure and channel.",
-            ["procedure_id", "channel", "quantile"],
+            ["procedure_id", "channel", "percentile"],  # "quantile" is reserved for summaries
             registry=r,
         )
         self.heartbeat_age = Gauge(

@@ -88,20 +88,28 @@ def _verify(args: argparse.Namespace) -> int:
     pub = load_public_key(args.pubkey)
     trusted = [(str(p), Path(p).read_text(encoding="utf-8")) for p in args.checkpoint or []]
     res = verify(
-        args.ledger, pub, trusted_notes=trusted, origin=args.origin,
+        args.ledger,
+        pub,
+        trusted_notes=trusted,
+        origin=args.origin,
         use_sidecar=not args.no_sidecar,
     )
     if args.json:
-        print(json.dumps({
-            "ok": res.ok,
-            "entries": res.entries,
-            "checkpoints": res.checkpoints,
-            "origin": res.origin,
-            "elapsed_s": round(res.elapsed_s, 3),
-            "first_bad_index": res.first_problem.index if res.first_problem else None,
-            "problems": [str(p) for p in sorted(res.problems, key=lambda p: p.index)],
-            "warnings": res.warnings,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "ok": res.ok,
+                    "entries": res.entries,
+                    "checkpoints": res.checkpoints,
+                    "origin": res.origin,
+                    "elapsed_s": round(res.elapsed_s, 3),
+                    "first_bad_index": res.first_problem.index if res.first_problem else None,
+                    "problems": [str(p) for p in sorted(res.problems, key=lambda p: p.index)],
+                    "warnings": res.warnings,
+                },
+                indent=2,
+            )
+        )
     else:
         print(format_result(res), file=sys.stdout if res.ok else sys.stderr)
     return EXIT_OK if res.ok else EXIT_FAILED
@@ -244,8 +252,10 @@ def _verify_inclusion_proof(proof: dict[str, Any], pub: Any, args: argparse.Name
         if not isinstance(obj, dict) or obj.get("index") != index:
             raise ProofError(f"the entry's index is not {index}")
     verify_inclusion(index, size, lh, _hexlist(proof["path"], "path"), scp.root)
-    print(f"OK: entry {index} is included in the tree of size {size} signed by "
-          f"{scp.origin}/{scp.key_id.hex()} (root {scp.root.hex()})")
+    print(
+        f"OK: entry {index} is included in the tree of size {size} signed by "
+        f"{scp.origin}/{scp.key_id.hex()} (root {scp.root.hex()})"
+    )
     if body is None:
         print("note: no entry bytes given; only the leaf hash was proven")
     else:
@@ -279,8 +289,10 @@ def _verify_consistency_proof(proof: dict[str, Any], pub: Any, args: argparse.Na
 def _export(args: argparse.Namespace) -> int:
     pub = load_public_key(args.pubkey) if args.pubkey else None
     res = export_bundle(args.ledger, args.out, pub)
-    print(f"exported {res.entries} entries and {res.checkpoints} checkpoints to {res.out} "
-          f"(key id {res.key_id})")
+    print(
+        f"exported {res.entries} entries and {res.checkpoints} checkpoints to {res.out} "
+        f"(key id {res.key_id})"
+    )
     return EXIT_OK
 
 
@@ -334,67 +346,105 @@ def _show(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     audit = sub.add_parser(
-        "audit", help="immutable audit ledger: keys, verification, proofs, export",
+        "audit",
+        help="immutable audit ledger: keys, verification, proofs, export",
         description="Tools for the signed, Merkle-tree audit ledger.",
     )
     a = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
 
-    p = a.add_parser("keygen", help="generate an Ed25519 checkpoint signing key",
-                     description="Write a new private key (0600) to KEY and its public key "
-                     "to KEY.pub. Never overwrites.")
+    p = a.add_parser(
+        "keygen",
+        help="generate an Ed25519 checkpoint signing key",
+        description="Write a new private key (0600) to KEY and its public key "
+        "to KEY.pub. Never overwrites.",
+    )
     p.add_argument("--out", required=True, metavar="KEY", help="private key path")
     p.set_defaults(func=_guard(_keygen))
 
-    p = a.add_parser("verify", help="verify a ledger file or export bundle",
-                     description="Recompute every leaf hash and checkpoint root, check every "
-                     "signature and consistency between checkpoints. Exit 1 with "
-                     "'entry N: reason' on the first problem.")
+    p = a.add_parser(
+        "verify",
+        help="verify a ledger file or export bundle",
+        description="Recompute every leaf hash and checkpoint root, check every "
+        "signature and consistency between checkpoints. Exit 1 with "
+        "'entry N: reason' on the first problem.",
+    )
     p.add_argument("ledger", metavar="LEDGER", help="ledger .db file or export directory")
-    p.add_argument("--pubkey", required=True, metavar="KEY.pub",
-                   help="trusted public key (PEM, raw 32 bytes or vkey)")
-    p.add_argument("--checkpoint", action="append", metavar="NOTE",
-                   help="a checkpoint you obtained earlier; the ledger must extend it "
-                   "(repeatable)")
+    p.add_argument(
+        "--pubkey",
+        required=True,
+        metavar="KEY.pub",
+        help="trusted public key (PEM, raw 32 bytes or vkey)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        metavar="NOTE",
+        help="a checkpoint you obtained earlier; the ledger must extend it (repeatable)",
+    )
     p.add_argument("--origin", help="expected origin (log identity)")
-    p.add_argument("--no-sidecar", action="store_true",
-                   help="ignore LEDGER.checkpoint (the last checkpoint kept beside the file)")
+    p.add_argument(
+        "--no-sidecar",
+        action="store_true",
+        help="ignore LEDGER.checkpoint (the last checkpoint kept beside the file)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_guard(_verify))
 
-    p = a.add_parser("prove", help="print an inclusion or consistency proof (JSON)",
-                     description="Inclusion proof of entry N in a signed checkpoint (the "
-                     "latest by default), or a consistency proof from an older size.")
+    p = a.add_parser(
+        "prove",
+        help="print an inclusion or consistency proof (JSON)",
+        description="Inclusion proof of entry N in a signed checkpoint (the "
+        "latest by default), or a consistency proof from an older size.",
+    )
     p.add_argument("ledger", metavar="LEDGER")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--entry", type=_nonneg, metavar="N", help="entry index")
-    g.add_argument("--consistency-from", type=_nonneg, metavar="SIZE",
-                   help="prove the tree of this size is a prefix of the checkpoint")
-    p.add_argument("--checkpoint", type=_nonneg, metavar="SIZE",
-                   help="use the checkpoint of this size (default: latest)")
+    g.add_argument(
+        "--consistency-from",
+        type=_nonneg,
+        metavar="SIZE",
+        help="prove the tree of this size is a prefix of the checkpoint",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=_nonneg,
+        metavar="SIZE",
+        help="use the checkpoint of this size (default: latest)",
+    )
     p.add_argument("--out", metavar="FILE", help="write the proof here instead of stdout")
     p.set_defaults(func=_guard(_prove))
 
-    p = a.add_parser("verify-proof", help="check a proof from `prove` offline",
-                     description="Check the checkpoint signature and the Merkle proof. For an "
-                     "inclusion proof, the entry bytes embedded in the proof (or "
-                     "--entry-file) must hash to the leaf hash.")
+    p = a.add_parser(
+        "verify-proof",
+        help="check a proof from `prove` offline",
+        description="Check the checkpoint signature and the Merkle proof. For an "
+        "inclusion proof, the entry bytes embedded in the proof (or "
+        "--entry-file) must hash to the leaf hash.",
+    )
     p.add_argument("proof", metavar="PROOF.json")
     p.add_argument("--pubkey", required=True, metavar="KEY.pub")
     p.add_argument("--entry-file", metavar="FILE", help="your own copy of the entry (JSON)")
-    p.add_argument("--old-checkpoint", metavar="NOTE",
-                   help="consistency proofs: the old checkpoint you hold")
+    p.add_argument(
+        "--old-checkpoint", metavar="NOTE", help="consistency proofs: the old checkpoint you hold"
+    )
     p.set_defaults(func=_guard(_verify_proof))
 
-    p = a.add_parser("export", help="write a self-contained, verifiable bundle",
-                     description="entries.jsonl, checkpoints/, pubkey.pem, manifest.json and "
-                     "a README explaining how to verify it.")
+    p = a.add_parser(
+        "export",
+        help="write a self-contained, verifiable bundle",
+        description="entries.jsonl, checkpoints/, pubkey.pem, manifest.json and "
+        "a README explaining how to verify it.",
+    )
     p.add_argument("ledger", metavar="LEDGER")
     p.add_argument("--out", required=True, metavar="DIR", help="new or empty directory")
     p.add_argument("--pubkey", metavar="KEY.pub", help="key to ship (default: from the ledger)")
     p.set_defaults(func=_guard(_export))
 
-    p = a.add_parser("show", help="readable listing of entries",
-                     description="List entries (ledger file or bundle); no verification.")
+    p = a.add_parser(
+        "show",
+        help="readable listing of entries",
+        description="List entries (ledger file or bundle); no verification.",
+    )
     p.add_argument("ledger", metavar="LEDGER")
     p.add_argument("--procedure", metavar="ID", help="only this procedure_id")
     p.add_argument("--tail", type=_nonneg, metavar="N", help="only the last N matching")

@@ -140,8 +140,13 @@ def export_bundle(
     (dst / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     (dst / "README.md").write_text(
         README.format(
-            fmt=BUNDLE_FORMAT, origin=origin, size=n, ncp=len(notes), kid=kid,
-            vkey=manifest["vkey"], dirname=dst.name,
+            fmt=BUNDLE_FORMAT,
+            origin=origin,
+            size=n,
+            ncp=len(notes),
+            kid=kid,
+            vkey=manifest["vkey"],
+            dirname=dst.name,
         ),
         encoding="utf-8",
     )

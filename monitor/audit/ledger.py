@@ -79,9 +79,7 @@ class Ledger:
     # --- opening --------------------------------------------------------------------
 
     @classmethod
-    def open(
-        cls, path: str | Path, signing_key: Ed25519PrivateKey | None, origin: str
-    ) -> Ledger:
+    def open(cls, path: str | Path, signing_key: Ed25519PrivateKey | None, origin: str) -> Ledger:
         """Open or create a ledger. Refuses a file that fails `PRAGMA integrity_check`,
         has index gaps, belongs to another origin, or whose stored leaf hashes do not
         reproduce its latest checkpoint (we must never sign on top of a damaged tree)."""

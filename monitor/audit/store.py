@@ -98,8 +98,7 @@ class Store:
 
     def missing_triggers(self) -> list[str]:
         have = {
-            r[0]
-            for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")
+            r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")
         }
         return [t for t in TRIGGERS if t not in have]
 

@@ -244,7 +244,10 @@ def _verify_source(
         if prev is not None:
             try:
                 verify_consistency(
-                    prev.size, scp.size, prev.root, scp.root,
+                    prev.size,
+                    scp.size,
+                    prev.root,
+                    scp.root,
                     tree.consistency_proof(prev.size, scp.size),
                 )
             except ProofError as exc:
@@ -286,7 +289,10 @@ def _verify_source(
             # The auditor's path: old checkpoint + proof -> latest checkpoint.
             try:
                 verify_consistency(
-                    scp.size, prev.size, scp.root, prev.root,
+                    scp.size,
+                    prev.size,
+                    scp.root,
+                    prev.root,
                     tree.consistency_proof(scp.size, prev.size),
                 )
             except ProofError as exc:
@@ -301,8 +307,9 @@ def format_result(res: VerifyResult) -> str:
             f"{res.elapsed_s:.2f} s"
         )
         if res.latest is not None:
-            lines.append(f"latest verified checkpoint: size {res.latest.size}, "
-                         f"root {res.latest.root.hex()}")
+            lines.append(
+                f"latest verified checkpoint: size {res.latest.size}, root {res.latest.root.hex()}"
+            )
     else:
         first = res.first_problem
         assert first is not None

@@ -40,7 +40,15 @@ class TopicReport:
 
 def topic_configs(topics: Topics) -> dict[str, dict[str, str]]:
     """Per-topic config overrides (only the dead-letter topic has one)."""
-    return {topics.deadletter: {"max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}}
+    return {
+        topics.deadletter: {"max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)},
+        # Latch state by procedure: only the newest value per key matters (failover).
+        topics.state: {
+            "cleanup.policy": "compact",
+            "min.compaction.lag.ms": "0",
+            "segment.ms": "600000",
+        },
+    }
 
 
 def co_partitioned(topics: Topics) -> list[str]:

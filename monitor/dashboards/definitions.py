@@ -121,8 +121,8 @@ def live_procedure() -> Dashboard:
     control = _timeseries(
         "Control latency (1 s window) p50 / p95 / p99",
         Target(
-            f'max by (quantile) (telesafe_latency_window_seconds{{{P}, channel="control"}})',
-            "p{{quantile}}",
+            f'max by (percentile) (telesafe_latency_window_seconds{{{P}, channel="control"}})',
+            "p{{percentile}}",
         ),
         unit="s",
         thresholds=upper_bands(0.1, 0.3),
@@ -134,8 +134,8 @@ def live_procedure() -> Dashboard:
     video = _timeseries(
         "Video latency (1 s window) p50 / p95 / p99",
         Target(
-            f'max by (quantile) (telesafe_latency_window_seconds{{{P}, channel="video"}})',
-            "p{{quantile}}",
+            f'max by (percentile) (telesafe_latency_window_seconds{{{P}, channel="video"}})',
+            "p{{percentile}}",
         ),
         unit="s",
         thresholds=upper_bands(0.15, 0.4),

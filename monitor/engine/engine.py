@@ -162,6 +162,72 @@ class Engine:
         if proc is not None and site in ("console", "robot"):
             proc.sites["console" if site == "console" else "robot"].rejected += 1
 
+    def exclude_deaf(self, start_ns: int, end_ns: int, now: Instant) -> list[Decision]:
+        """The monitor could not hear between start and end (see ProcedureMonitor)."""
+        out: list[Decision] = []
+        for proc in list(self.procedures.values()):
+            proc.exclude_deaf(start_ns, end_ns)
+            self._after(proc, out, now)
+        out.append(
+            Event(
+                "monitor_deaf",
+                None,
+                now.mono_ns,
+                now.utc_ns,
+                {
+                    "duration_ms": round((end_ns - start_ns) / MS, 3),
+                    "procedures": len(self.procedures),
+                },
+            )
+        )
+        return out
+
+    # -- ownership (scale-out) -------------------------------------------------------------
+
+    def restore(self, state: dict[str, Any], now: Instant) -> list[Decision]:
+        """Adopt a latched procedure from the latch-state topic after a partition moved here."""
+        pid = str(state["procedure_id"])
+        out: list[Decision] = []
+        proc = self.procedures.get(pid)
+        if proc is None:
+            self._ended.pop(pid, None)
+            pack = self.packs.get(state.get("pack")) or self.packs.default
+            proc = ProcedureMonitor(pid, pack, now, self.config.monitor_id, self._summary_ns)
+            self.procedures[pid] = proc
+            out.append(
+                Event(
+                    "procedure_opened",
+                    pid,
+                    now.mono_ns,
+                    now.utc_ns,
+                    {
+                        "by": "latch_state",
+                        "site": None,
+                        "policy": {"pack": pack.name, "version": pack.version, "hash": pack.sha256},
+                    },
+                )
+            )
+        if proc.latch is None:
+            out.extend(proc.restore_latch(state, now))
+        self._after(proc, out, now)
+        return out
+
+    def release(self, procedure_id: str, now: Instant) -> list[Decision]:
+        """Forget a procedure whose partition moved to another instance (it carries on there)."""
+        proc = self.procedures.pop(procedure_id, None)
+        self._registered.pop(procedure_id, None)
+        if proc is None:
+            return []
+        return [
+            Event(
+                "procedure_released",
+                procedure_id,
+                now.mono_ns,
+                now.utc_ns,
+                {"state": proc.state, "latched": proc.latch is not None},
+            )
+        ]
+
     # -- timers ----------------------------------------------------------------------------
 
     def next_deadline(self) -> int | None:

@@ -114,6 +114,7 @@ class ProcedureMonitor:
         self.summary_interval_ns = summary_interval_ns
         self.next_summary = opened.mono_ns + summary_interval_ns
         self.state: State = "pending"
+        self.grace_from = opened.mono_ns  # first-heartbeat grace runs from here (audible time)
         self._set_pack(pack)
 
     # -- configuration -------------------------------------------------------------------
@@ -229,7 +230,10 @@ class ProcedureMonitor:
         self.episode += 1
         cid = str(
             uuid.uuid5(
-                _COMMAND_NS, f"{self.monitor_id}|{self.procedure_id}|{self.episode}|{now.utc_ns}"
+                _COMMAND_NS,
+                # The opening time keeps ids unique when a procedure id is reopened.
+                f"{self.monitor_id}|{self.procedure_id}|{self.opened.utc_ns}|{self.episode}|"
+                f"{now.utc_ns}",
             )
         )
         cmd = SafeStop(
@@ -520,12 +524,12 @@ class ProcedureMonitor:
                 min_margin = m
             if m <= warn_box:
                 self._box_outcome(arm, p, m, box.model_dump(), now, out)
-            for z in zones:
-                d = zone_distance(p, z)
+            for zone in zones:
+                d = zone_distance(p, zone)
                 if d < min_margin:
                     min_margin = d
                 if d <= warn_zone:
-                    self._zone_outcome(arm, p, d, z.name, now, out)
+                    self._zone_outcome(arm, p, d, zone.name, now, out)
             t = s.t
             sv = s.v
             if sv is not None:
@@ -720,7 +724,8 @@ class ProcedureMonitor:
         cid = str(
             uuid.uuid5(
                 _COMMAND_NS,
-                f"{self.monitor_id}|{self.procedure_id}|rearm|{self.episode}|{now.utc_ns}",
+                f"{self.monitor_id}|{self.procedure_id}|{self.opened.utc_ns}|rearm|"
+                f"{self.episode}|{now.utc_ns}",
             )
         )
         cmd = Rearm(
@@ -809,7 +814,7 @@ class ProcedureMonitor:
         hb = self.policy.heartbeat
         for name, site in self.sites.items():
             if site.last_fresh_hb is None:
-                if not site.first_missed and t - self.opened.mono_ns > self.first_hb_ns:
+                if not site.first_missed and t - self.grace_from > self.first_hb_ns:
                     site.first_missed = True
                     self._trip(
                         "first_heartbeat",
@@ -820,7 +825,7 @@ class ProcedureMonitor:
                         f"no fresh heartbeat from the {name} site within "
                         f"{hb.first_heartbeat_ms:g} ms of the procedure start",
                         out,
-                        breach_mono=self.opened.mono_ns + self.first_hb_ns,
+                        breach_mono=self.grace_from + self.first_hb_ns,
                     )
                 continue
             silence = t - site.last_fresh_hb
@@ -878,7 +883,7 @@ class ProcedureMonitor:
             for site in self.sites.values():
                 if site.last_fresh_hb is None:
                     if not site.first_missed:
-                        cands.append(self.opened.mono_ns + self.first_hb_ns + 1)
+                        cands.append(self.grace_from + self.first_hb_ns + 1)
                 elif not site.gap_warned:
                     cands.append(site.last_fresh_hb + self.warn_silence_ns + 1)
                 elif not site.gap_tripped:
@@ -892,6 +897,69 @@ class ProcedureMonitor:
                 cands.append(wd)
             cands.append(self.next_summary)
         return min(cands) if cands else None
+
+    # -- the monitor's own deafness --------------------------------------------------------
+
+    def exclude_deaf(self, start_ns: int, end_ns: int) -> None:
+        """Do not count [start, end) as site silence: the monitor itself could not hear.
+
+        A pause of the monitor (rebalance, stall, SIGSTOP) must neither fire false stops nor
+        forget a real silence: time before the pause still counts, time after it counts.
+        """
+        for site in self.sites.values():
+            last = site.last_fresh_hb
+            if last is not None and end_ns > last:
+                site.last_fresh_hb = last + (end_ns - max(start_ns, last))
+        if end_ns > self.grace_from:
+            self.grace_from += end_ns - max(start_ns, self.grace_from)
+
+    # -- failover ------------------------------------------------------------------------
+
+    def latch_state(self) -> dict[str, Any] | None:
+        """What a new owner needs to keep this procedure latched (None: not latched)."""
+        latch = self.latch
+        if latch is None:
+            return None
+        return {
+            "procedure_id": self.procedure_id,
+            "command": latch.command.model_dump(mode="json"),
+            "rule": latch.rule,
+            "resends": latch.resends,
+            "ack_result": latch.ack_result,
+            "escalated": latch.escalated,
+            "episode": self.episode,
+            "pack": self.loaded.name,
+        }
+
+    def restore_latch(self, state: dict[str, Any], now: Instant) -> list[Decision]:
+        """Take over a latch from a previous owner: same command id, re-sent if unacked."""
+        cmd = SafeStop.model_validate(state["command"])
+        self.started = True
+        self.episode = max(self.episode, int(state.get("episode", 1)))
+        latch = Latch(
+            cmd,
+            str(state["rule"]),
+            now.mono_ns,
+            now.mono_ns - self.resend_ns,
+            now.mono_ns,
+            resends=int(state.get("resends", 0)),
+            ack_result=state.get("ack_result"),
+            escalated=bool(state.get("escalated", False)),
+            rules_seen={cmd.policy.rule},
+        )
+        self.latch = latch
+        out: list[Decision] = [
+            self._event(
+                "latch_restored",
+                now,
+                command_id=cmd.command_id,
+                rule=latch.rule,
+                ack_result=latch.ack_result,
+                previous_monitor=cmd.monitor_id,
+            )
+        ]
+        self._update_state(now, out)
+        return out
 
     # -- reporting -----------------------------------------------------------------------
 

@@ -110,7 +110,7 @@ def decode_operator(value: bytes | None, key: bytes | None) -> AnyOperator | Rej
         req = _operator.validate_python(obj)
     except ValidationError as err:
         return Rejection(describe(err))
-    if key is not None and key != req.procedure_id.encode():
+    if key is None or key != req.procedure_id.encode():
         return Rejection(
             f"record key {_show_key(key)} does not equal procedure_id {req.procedure_id!r}",
             "key_mismatch",

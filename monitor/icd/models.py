@@ -21,14 +21,15 @@ PROCEDURE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ICD_VERSION = 1
 
 
-def _not_bool(value: Any) -> Any:
-    # JSON true would otherwise pass as the integer 1.
-    if isinstance(value, bool):
-        raise ValueError("must be the integer 1, not a boolean")
+def _exact_int(value: Any) -> Any:
+    # JSON true or 1.0 would otherwise pass as the integer 1.
+    if type(value) is not int:
+        kind = "a boolean" if isinstance(value, bool) else f"a {type(value).__name__}"
+        raise ValueError(f"must be the integer 1, not {kind}")
     return value
 
 
-Version = Annotated[Literal[1], BeforeValidator(_not_bool)]
+Version = Annotated[Literal[1], BeforeValidator(_exact_int)]
 ProcedureId = Annotated[str, StringConstraints(pattern=PROCEDURE_ID_PATTERN)]
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
 NonNegInt = Annotated[int, Field(ge=0)]

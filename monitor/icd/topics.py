@@ -38,6 +38,12 @@ class Topics:
     def deadletter(self) -> str:
         return self._t("telesafe.deadletter")
 
+    @property
+    def state(self) -> str:
+        """telesafe's own compacted latch-state topic (not in the ICD): failover restores
+        latched safe-stops from it. Co-partitioned with telemetry, keyed by procedure_id."""
+        return self._t("telesafe.state")
+
     def telemetry(self, site: Site) -> str:
         return self.telemetry_console if site == "console" else self.telemetry_robot
 
@@ -56,4 +62,5 @@ class Topics:
             self.commands,
             self.audit,
             self.deadletter,
+            self.state,
         ]

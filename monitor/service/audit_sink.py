@@ -64,7 +64,7 @@ class EntryFactory:
 
     def monitor_event(self, kind: str, utc_ns: int, mono_ns: int, **data: Any) -> dict[str, Any]:
         return self.from_event(
-            Event(kind, None, mono_ns, utc_ns, {**data, "version": self.version})
+            Event(kind, None, mono_ns, utc_ns, {**data, "software_version": self.version})
         )
 
 

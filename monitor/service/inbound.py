@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from monitor.engine.clock import Instant
 from monitor.icd.models import AnyOperator, AnyTelemetry
@@ -14,7 +15,29 @@ class Rejected:
     site: str | None
 
 
-Item = AnyTelemetry | AnyOperator | Rejected
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """A latched procedure whose partition was just assigned here (from the state topic)."""
+
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """A procedure whose partition moved to another instance."""
+
+    procedure_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deaf:
+    """The consumer could not hear between these monotonic times (a poll overran)."""
+
+    start_ns: int
+    end_ns: int
+
+
+Item = AnyTelemetry | AnyOperator | Rejected | Restore | Release | Deaf
 
 
 @dataclass(frozen=True, slots=True)

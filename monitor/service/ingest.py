@@ -28,7 +28,7 @@ from monitor.icd.topics import Topics
 from monitor.kafka.settings import KafkaSettings
 from monitor.metrics import MonitorMetrics
 from monitor.security.signing import Keyring
-from monitor.service.inbound import Batch, Item, Rejected
+from monitor.service.inbound import Batch, Deaf, Item, Rejected, Release, Restore
 from monitor.service.publisher import Publisher
 
 log = logging.getLogger("telesafe.ingest")
@@ -36,17 +36,25 @@ log = logging.getLogger("telesafe.ingest")
 Recorder = Callable[[Instant, str, bytes | None, bytes | None], None]
 
 _PID = __import__("re").compile(PROCEDURE_ID_PATTERN)
+POLL_TIMEOUT_MS = 50
+# A poll running longer than this means we are not hearing the sites (its timeout is 50 ms).
+DEAF_AFTER_NS = 100_000_000
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Only notes what changed: kafka-python 3 runs listeners on its IO thread, where a
+    blocking consumer call (committed, offsets_for_times) fails. The ingest thread acts on
+    the note right after poll() returns."""
+
     def __init__(self, ingest: Ingest) -> None:
         self.ingest = ingest
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         log.info("partitions revoked: %s", sorted(str(tp) for tp in revoked))
+        self.ingest.revoked |= {tp.partition for tp in revoked}
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self.ingest.on_assigned(list(assigned))
+        self.ingest.new_assignment = list(assigned)
 
 
 class Ingest(threading.Thread):
@@ -73,12 +81,17 @@ class Ingest(threading.Thread):
         self.lookback_ms = int(startup_lookback_s * 1000)
         self.keyring = keyring
         self.recorder = recorder
-        self.pending_since: int | None = None  # mono ns of a polled batch not yet enqueued
+        self.settings = settings
+        self.owner: dict[str, int] = {}  # procedure -> partition number it arrives on
+        self.revoked: set[int] = set()
+        self.new_assignment: list[TopicPartition] | None = None  # set by the listener
+        self.pending_since: int | None = None
+        self.polling_since: int | None = None  # mono ns a poll() began, while it runs
         self.assigned: list[TopicPartition] = []
         self.assigned_event = threading.Event()
         self.last_poll_mono = time.monotonic()
         self.error: BaseException | None = None
-        self._stop = threading.Event()
+        self._stopping = threading.Event()  # not _stop: Thread uses that name
         extra: dict[str, Any] = {}
         if group_instance_id:
             extra["group_instance_id"] = group_instance_id
@@ -92,7 +105,8 @@ class Ingest(threading.Thread):
                 # Range assigns the same partition numbers of co-partitioned topics to one
                 # member, so a procedure's console, robot and operator records meet here.
                 partition_assignment_strategy=[RangePartitionAssignor],
-                session_timeout_ms=10_000,
+                # The broker's default minimum: a dead instance's partitions move within ~6 s.
+            session_timeout_ms=6_000,
                 heartbeat_interval_ms=1_000,
                 **extra,
             )
@@ -102,14 +116,17 @@ class Ingest(threading.Thread):
             listener=_Rebalance(self),
         )
 
-    def on_assigned(self, tps: list[TopicPartition]) -> None:
+    def on_assigned(self, tps: list[TopicPartition]) -> set[TopicPartition]:
         """Start partitions without a committed offset a few seconds back, not at the end.
 
         A new group would otherwise skip records sent while it was joining (a procedure's
         start among them); the lookback is short so ancient history is not replayed.
+        Returns the partitions it moved back (their already-polled records are re-read).
         """
         self.assigned = tps
         self.metrics.assigned_partitions.set(len(tps))
+        self._ownership_changed({tp.partition for tp in tps})
+        moved: set[TopicPartition] = set()
         fresh = []
         for tp in tps:
             try:
@@ -126,21 +143,72 @@ class Ingest(threading.Thread):
                 for tp in fresh:
                     ot = found.get(tp)
                     self.consumer.seek(tp, ot.offset if ot is not None else ends[tp])
+                    moved.add(tp)
             except Exception as exc:
                 log.warning("lookback seek failed, starting at the end: %s", exc)
-        log.info("assigned %d partitions", len(tps))
+        log.info(
+            "assigned %d partitions (%d started %.0f s back)",
+            len(tps),
+            len(moved),
+            self.lookback_ms / 1000,
+        )
         self.assigned_event.set()
+        return moved
+
+    def _ownership_changed(self, numbers: set[int]) -> None:
+        """Release procedures that moved away; restore latches of those that moved here.
+
+        Topics are co-partitioned, so a partition number names the same procedures on
+        every topic, including the latch-state topic.
+        """
+        now = self.clock.now()
+        gone = self.revoked - numbers
+        self.revoked = set()
+        items: list[Item] = []
+        for pid, part in list(self.owner.items()):
+            if part in gone:
+                items.append(Release(pid))
+                del self.owner[pid]
+        released = len(items)
+        try:
+            states = read_latch_states(self.settings, numbers)
+        except Exception as exc:
+            log.error(
+                "could not read latch states (latched procedures may be unlatched "
+                "here until their sites' records arrive): %s",
+                exc,
+            )
+            states = []
+        items.extend(Restore(s) for s in states)
+        if items:
+            log.info(
+                "ownership change: %d released, %d latched procedure(s) restored",
+                released,
+                len(states),
+            )
+            self.out.put(Batch(now, items, 0))
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
     def run(self) -> None:
         last_lag = 0.0
         try:
-            while not self._stop.is_set():
-                polled = self.consumer.poll(timeout_ms=50)
+            while not self._stopping.is_set():
+                started = self.clock.now().mono_ns
+                self.polling_since = started
+                polled = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
+                if self.new_assignment is not None:
+                    tps, self.new_assignment = self.new_assignment, None
+                    moved = self.on_assigned(tps)
+                    # Records polled before the seek come round again, in order.
+                    polled = {tp: r for tp, r in polled.items() if tp not in moved}
                 now = self.clock.now()
                 self.pending_since = now.mono_ns
+                self.polling_since = None
+                if now.mono_ns - started > DEAF_AFTER_NS:
+                    # Rebalance, broker stall or our own pause: tell the engine first.
+                    self.out.put(Batch(now, [Deaf(started, now.mono_ns)], 0))
                 self.last_poll_mono = time.monotonic()
                 if polled:
                     self._handle(polled, now)
@@ -188,6 +256,7 @@ class Ingest(threading.Thread):
                     continue
                 if site is not None:
                     self.metrics.records.labels(site, result.type).inc()
+                self.owner[result.procedure_id] = tp.partition
                 items.append(result)
         if items:
             self.out.put(Batch(now, items, newest))
@@ -223,3 +292,40 @@ class Ingest(threading.Thread):
                 out[tp.topic] = out.get(tp.topic, 0) + max(0, hw - pos)
         for topic, lag in out.items():
             self.metrics.consumer_lag.labels(topic).set(lag)
+
+
+def read_latch_states(
+    settings: KafkaSettings, partitions: set[int], timeout_s: float = 5.0
+) -> list[dict[str, Any]]:
+    """The newest latch state of every procedure on these partitions of the state topic."""
+    import json
+
+    if not partitions:
+        return []
+    topic = Topics(settings.topic_prefix).state
+    consumer = KafkaConsumer(**settings.consumer_config(client_id="telesafe-latch-restore"))
+    try:
+        existing = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions & existing)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        latest: dict[str, bytes | None] = {}
+        todo = {tp for tp in tps if ends[tp] > 0}
+        deadline = time.monotonic() + timeout_s
+        while todo and time.monotonic() < deadline:
+            for _tp, recs in consumer.poll(timeout_ms=100).items():
+                for r in recs:
+                    if r.key is not None:
+                        latest[r.key.decode()] = r.value
+            todo = {tp for tp in todo if consumer.position(tp) < ends[tp]}
+        out = []
+        for value in latest.values():
+            if value:
+                with contextlib.suppress(ValueError):
+                    out.append(json.loads(value))
+        return out
+    finally:
+        consumer.close()

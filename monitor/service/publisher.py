@@ -70,6 +70,13 @@ class Publisher:
         except Exception as exc:
             log.error("could not dead-letter a record from %s: %s", source, exc)
 
+    def latch_state(self, procedure_id: str, value: bytes | None) -> None:
+        """Compacted latch state for failover; None is a tombstone (no longer latched)."""
+        try:
+            self.producer.send(self.topics.state, key=procedure_id.encode(), value=value)
+        except Exception as exc:
+            log.error("could not publish latch state of %s: %s", procedure_id, exc)
+
     def audit(
         self, entries: list[dict[str, Any]], encode: Callable[[dict[str, Any]], bytes]
     ) -> None:

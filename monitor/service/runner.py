@@ -27,14 +27,26 @@ from monitor.kafka.settings import KafkaSettings
 from monitor.metrics import PROCEDURE_STATES, MonitorMetrics
 from monitor.policy.loader import PackRegistry
 from monitor.security.signing import Keyring
-from monitor.service.audit_sink import CHECKPOINT_EVENTS, AuditSink, EntryFactory
+from monitor.service.audit_sink import CHECKPOINT_EVENTS, AuditSink, EntryFactory, encode_entry
 from monitor.service.http import MonitorHTTP
-from monitor.service.inbound import Batch, Rejected
-from monitor.service.ingest import Ingest, Recorder
+from monitor.service.inbound import Batch, Deaf, Rejected, Release, Restore
+from monitor.service.ingest import DEAF_AFTER_NS, Ingest, Recorder
 from monitor.service.publisher import Publisher, Signer
 
 log = logging.getLogger("telesafe.monitor")
 
+# After these the compacted latch-state topic gets the procedure's newest latch (or a
+# tombstone), so whoever owns the procedure next keeps it latched.
+_LATCH_EVENTS = frozenset(
+    {
+        "safe_stop_issued",
+        "safe_stop_acknowledged",
+        "safe_stop_escalated",
+        "rearm_accepted",
+        "procedure_closed",
+        "latch_restored",
+    }
+)
 _LOUD = frozenset(
     {
         "safe_stop_issued",
@@ -126,6 +138,7 @@ class MonitorService:
             target=self._engine_loop, name="telesafe-engine", daemon=True
         )
         self._hb_seq: dict[str, int] = {}
+        self._deaf_limit_ns = int(packs.default.pack.heartbeat.stop_silence_ms * MS)
         self._known: set[str] = set()
         self._status_cache: dict[str, Any] = {}
         self.last_loop_mono = time.monotonic()
@@ -264,6 +277,12 @@ class MonitorService:
             # Never run timers past a batch the ingest thread is still decoding.
             limit = now.mono_ns if pending is None else min(now.mono_ns, pending)
             limit = max(limit, last_received)
+            # While the consumer is deaf (a poll overran), freeze the timers where it went
+            # deaf: its silence is ours, not the sites'. Deaf items later exclude it.
+            polling = self.ingest.polling_since
+            deaf_ns = 0 if polling is None else now.mono_ns - polling
+            if deaf_ns > DEAF_AFTER_NS:
+                limit = min(limit, polling + DEAF_AFTER_NS)  # type: ignore[operator]
             due = eng.next_deadline()
             if due is not None and due <= limit:
                 t = now.at_mono(limit)
@@ -271,7 +290,10 @@ class MonitorService:
                 self._handle(eng.tick(t), t)
             now = self.clock.now()
             if now.mono_ns >= next_hb:
-                self._send_heartbeats(now)
+                # A monitor deaf for longer than a site may be silent stops vouching for the
+                # procedures: the robot's own dead-man timer then holds or stops it.
+                if deaf_ns <= self._deaf_limit_ns:
+                    self._send_heartbeats(now)
                 next_hb = max(next_hb + hb_ns, now.mono_ns + hb_ns // 2)
             if now.mono_ns >= next_gauges:
                 self._refresh_gauges(now)
@@ -284,6 +306,16 @@ class MonitorService:
         for item in batch.items:
             if isinstance(item, Rejected):
                 eng.on_rejected(item.procedure_id, item.site)
+            elif isinstance(item, Restore):
+                self._handle(eng.restore(item.state, now), now)
+            elif isinstance(item, Deaf):
+                log.warning(
+                    "monitor was deaf for %.0f ms; that time is not counted as site silence",
+                    (item.end_ns - item.start_ns) / 1e6,
+                )
+                self._handle(eng.exclude_deaf(item.start_ns, item.end_ns, now), now)
+            elif isinstance(item, Release):
+                self._handle(eng.release(item.procedure_id, now), now)
             elif isinstance(item, RearmRequest | Note):
                 self.metrics.operator_requests.labels(item.type, "received").inc()
                 self._handle(eng.on_operator(item, now), now)
@@ -342,6 +374,10 @@ class MonitorService:
             m.operator_requests.labels("rearm_request", "accepted").inc()
         elif k == "rearm_rejected":
             m.operator_requests.labels("rearm_request", "rejected").inc()
+        if k in _LATCH_EVENTS and pid is not None:
+            proc = self.engine.procedures.get(pid)
+            state = proc.latch_state() if proc is not None else None
+            self.publisher.latch_state(pid, encode_entry(state) if state else None)
         if k in _LOUD:
             detail = data.get("reason") or data.get("rule") or data.get("after") or ""
             if k == "rearm_rejected":

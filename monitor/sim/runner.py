@@ -61,6 +61,7 @@ class SimConfig:
     deadman_hold: bool = False
     deadman_timeout_ms: float = 500.0
     seed: int | None = None
+    kinematics: bool = True
     # Producer batching window. 0 (the project default) wakes kafka-python's sender
     # for nearly every record: ~2x the CPU at 10 procedures. 5 ms is far below any
     # ICD threshold (heartbeat warn 100 ms) and adds at most 5 ms to an ack.
@@ -151,6 +152,7 @@ class Simulation:
             deadman_hold=config.deadman_hold,
             deadman_timeout_s=config.deadman_timeout_ms / 1000.0,
             send_end=config.send_end,
+            kinematics=config.kinematics,
         )
         self.procs: dict[str, ProcedureSim] = {
             pid: ProcedureSim(

@@ -177,6 +177,7 @@ class ProcedureOptions:
     deadman_hold: bool = False
     deadman_timeout_s: float = DEADMAN_TIMEOUT_S
     send_end: bool = True
+    kinematics: bool = True  # off: heartbeats, latency and link only (light load, e.g. failover)
 
 
 @dataclass
@@ -602,7 +603,8 @@ class ProcedureSim:
         # Kinematics catch up sample by sample (no skipped samples): the monitor
         # derives speed from consecutive samples, so their timestamps must be regular.
         while r.kin <= t:
-            self._kinematics(out)
+            if self.opts.kinematics:
+                self._kinematics(out)
             r.kin += KIN_PERIOD_S
         return out
 

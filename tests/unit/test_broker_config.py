@@ -106,5 +106,6 @@ def test_cluster_id_format() -> None:
 
 def test_deadletter_config() -> None:
     t = Topics("x.")
-    assert topic_configs(t) == {t.deadletter: {"max.message.bytes": "8388608"}}
+    assert topic_configs(t)[t.deadletter] == {"max.message.bytes": "8388608"}
+    assert topic_configs(t)[t.state]["cleanup.policy"] == "compact"
     assert DEADLETTER_MAX_MESSAGE_BYTES == 8 * 1024 * 1024
