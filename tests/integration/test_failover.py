@@ -23,7 +23,7 @@ from tests.integration.monitorkit import TopicWatcher, run_monitor
 
 N_PROCS = 12
 LATCHED = range(0, 6)
-LATE_FAULT_S = 28.0  # sim time of the post-takeover heartbeat loss  # a short robot outage at 4 s latches these (acknowledged, not re-armed)
+LATE_FAULT_S = 28.0  # sim time of the post-takeover heartbeat loss
 # Documented takeover bound (docs/architecture.md): session timeout 6 s + rejoin + restore.
 TAKEOVER_BOUND_S = 12.0
 
