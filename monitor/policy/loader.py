@@ -48,10 +48,8 @@ def schema() -> dict[str, Any]:
 
 
 def rules_dir() -> Path:
-    """The shipped packs: `rules/` beside the package in a checkout, else packaged data."""
-    here = Path(__file__).resolve().parents[2] / "rules"
-    if here.is_dir():
-        return here
+    """The shipped packs. `monitor/rules` is a symlink to the top-level `rules/` in a checkout
+    and a real directory in an installed wheel."""
     return Path(str(resources.files("monitor"))) / "rules"
 
 
