@@ -170,12 +170,9 @@ def test_replay_honours_the_recorded_ack_like_the_live_run(live: LiveRun) -> Non
     assert first["command_id"] == live.stops[0]["command_id"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `telesafe run` crashes on SIGTERM: Ingest "
-                   "(a threading.Thread) sets self._stop = Event(), shadowing Thread._stop(), "
-                   "so ingest.join() raises TypeError; svc.stop() aborts before audit/publisher "
-                   "shutdown and recorder.close(), so the recording loses its buffered tail "
-                   "(here the procedure_end) and the exit status is 1")
 def test_monitor_stops_cleanly_and_keeps_the_whole_recording(live: LiveRun) -> None:
+    """Regression: Ingest once shadowed Thread._stop with an Event, so join() raised on
+    SIGTERM, svc.stop() aborted and recorder.close() never ran (the tail was lost)."""
     assert "Traceback" not in live.log, live.log[-2000:]
     assert live.returncode == 0
     ends = [json.loads(x) for x in live.recording.read_text().splitlines()

@@ -35,6 +35,7 @@ SETTLE_S = 0.300  # both sites heartbeating before the scenario's own records
 OPERATORS = ("dr-ok", "dr-demo")
 SITES = ("console", "robot")
 HB_STOP_MS = 300
+ATTEMPTS = 4  # only attempts with proof of a disturbed transport are retried
 
 
 @dataclass
@@ -197,7 +198,7 @@ def disturbance(p: Proc) -> str | None:
     return None
 
 
-def scenario(env: Env, name: str, body: Callable[[Proc], None], attempts: int = 3,
+def scenario(env: Env, name: str, body: Callable[[Proc], None], attempts: int = ATTEMPTS,
              **kw: Any) -> None:
     """Run `body` on a fresh procedure; retry only an attempt proven disturbed."""
     for attempt in range(1, attempts + 1):
@@ -304,6 +305,25 @@ def test_duplicate_seq_heartbeats_do_not_keep_a_silent_site_alive(env: Env) -> N
         assert 0.300 - 0.01 < _after(stop, last) < 0.300 + MARGIN_S, _after(stop, last)
 
     scenario(env, "dup-seq", body)
+
+
+def test_rejected_heartbeats_are_no_evidence_of_liveness(env: Env) -> None:
+    """ICD §6: a robot whose heartbeats are all invalid (seq as a string) is silent."""
+
+    def body(p: Proc) -> None:
+        last = p.d.pause("robot")
+        template = dict(p.d.last_hb["robot"])
+        deadline = time.monotonic() + 0.300 + MARGIN_S + 0.5
+        n = template["seq"]
+        while time.monotonic() < deadline and not p.stops():
+            n += 1
+            p.d.send_raw("robot", template | {"seq": str(n), "sent_at": time.time_ns()})
+            time.sleep(0.020)
+        stop = p.assert_one_stop("heartbeat_silence")
+        assert stop["reason"].startswith("robot heartbeat"), stop
+        assert 0.300 - 0.01 < _after(stop, last) < 0.300 + MARGIN_S, _after(stop, last)
+
+    scenario(env, "bad-hb", body)
 
 
 # --------------------------------------------------------------------- latency
@@ -541,7 +561,7 @@ def test_grip_force_15_1_stops(env: Env) -> None:
 
 
 def test_breach_in_one_procedure_leaves_the_other_armed(env: Env) -> None:
-    for attempt in range(1, 4):
+    for attempt in range(1, ATTEMPTS + 1):
         with procedure(env, "iso-a") as a, procedure(env, "iso-b") as b:
             try:
                 a.d.tip("psm1", [0.0, 0.0, -100.0], f=20.0)
@@ -556,7 +576,7 @@ def test_breach_in_one_procedure_leaves_the_other_armed(env: Env) -> None:
                 return
             except AssertionError:
                 why = disturbance(a) or disturbance(b)
-                if why is None or attempt == 3:
+                if why is None or attempt == ATTEMPTS:
                     raise
                 warnings.warn(f"isolation attempt {attempt} inconclusive: {why}",
                               InconclusiveAttempt, stacklevel=1)
@@ -622,8 +642,10 @@ def test_new_breach_after_rearm_is_a_new_episode(env: Env) -> None:
         assert second, f"no second safe_stop after the re-arm\n{p.log_tail()}"
         assert second[0]["policy"]["rule"] == "grip_force"
         assert _after(second[0], t) < MARGIN_S
+        issued = p.obs.wait_for(  # the audit mirror is asynchronous
+            lambda: len(p.obs.audit(p.pid, "safe_stop_issued")) >= 2, 3.0)
         episodes = [e["data"]["episode"] for e in p.obs.audit(p.pid, "safe_stop_issued")]
-        assert episodes == [1, 2], episodes
+        assert issued and episodes == [1, 2], episodes
         assert p.obs.wait_for(lambda: p.statuses()[-1] == "safe_stop_latched", 2.0)
 
     scenario(env, "rearm-again", body, episodes=2)
@@ -689,7 +711,7 @@ def test_rearm_rejected_while_a_site_is_unhealthy(env: Env) -> None:
 
 def test_simulated_demo_pack_forbidden_zone_stops(env: Env) -> None:
     obs = env.observer
-    for attempt in range(1, 4):
+    for attempt in range(1, ATTEMPTS + 1):
         cfg = SimConfig(duration=5.0, policy=ZONE_PACK, seed=11,
                         procedure_prefix=f"SIMZ{uuid.uuid4().hex[:6]}",
                         faults=[parse_spec("zone:psm1=60,0,-100@2s")])
@@ -699,7 +721,7 @@ def test_simulated_demo_pack_forbidden_zone_stops(env: Env) -> None:
         stops = obs.wait_for(lambda: obs.commands(pid, "safe_stop"), 2.0)  # noqa: B023
         assert stops, env.monitor.log()[-3000:]
         silent = obs.audit(pid, "warning_raised", rule="heartbeat_silence")
-        if stops[0]["policy"]["rule"] == "heartbeat_silence" and silent and attempt < 3:
+        if stops[0]["policy"]["rule"] == "heartbeat_silence" and silent and attempt < ATTEMPTS:
             warnings.warn(f"{pid}: simulated heartbeats were held up; retrying",
                           InconclusiveAttempt, stacklevel=1)
             continue
