@@ -78,23 +78,7 @@ class Engine:
             pid, self.packs.default, now, self.config.monitor_id, self._summary_ns
         )
         self.procedures[pid] = proc
-        out.append(
-            Event(
-                "procedure_opened",
-                pid,
-                now.mono_ns,
-                now.utc_ns,
-                {
-                    "by": rec.type,
-                    "site": rec.site,
-                    "policy": {
-                        "pack": proc.loaded.name,
-                        "version": proc.loaded.version,
-                        "hash": proc.loaded.sha256,
-                    },
-                },
-            )
-        )
+        out.append(_opened(proc, rec.type, rec.site, now))
         if isinstance(rec, ProcedureStart):
             self._choose_pack(proc, rec, now, out)
         return proc
@@ -194,19 +178,7 @@ class Engine:
             pack = self.packs.get(state.get("pack")) or self.packs.default
             proc = ProcedureMonitor(pid, pack, now, self.config.monitor_id, self._summary_ns)
             self.procedures[pid] = proc
-            out.append(
-                Event(
-                    "procedure_opened",
-                    pid,
-                    now.mono_ns,
-                    now.utc_ns,
-                    {
-                        "by": "latch_state",
-                        "site": None,
-                        "policy": {"pack": pack.name, "version": pack.version, "hash": pack.sha256},
-                    },
-                )
-            )
+            out.append(_opened(proc, "latch_state", None, now))
         if proc.latch is None:
             out.extend(proc.restore_latch(state, now))
         self._after(proc, out, now)
@@ -323,3 +295,18 @@ class Engine:
                 },
             }
         return out
+
+
+def _opened(proc: ProcedureMonitor, by: str, site: str | None, now: Instant) -> Event:
+    lp = proc.loaded
+    return Event(
+        "procedure_opened",
+        proc.procedure_id,
+        now.mono_ns,
+        now.utc_ns,
+        {
+            "by": by,
+            "site": site,
+            "policy": {"pack": lp.name, "version": lp.version, "hash": lp.sha256},
+        },
+    )

@@ -139,6 +139,15 @@ class ProcedureMonitor:
             pack=self.loaded.name, version=self.loaded.version, rule=rule, hash=self.loaded.sha256
         )
 
+    def _command_id(self, kind: str, now: Instant) -> str:
+        """UUIDv5: reproducible in replay, unique per monitor, procedure lifetime (opening
+        time: an id may be reopened), episode and issue time."""
+        name = (
+            f"{self.monitor_id}|{self.procedure_id}|{self.opened.utc_ns}|{kind}|"
+            f"{self.episode}|{now.utc_ns}"
+        )
+        return str(uuid.uuid5(_COMMAND_NS, name))
+
     def _event(self, kind: str, now: Instant, **data: Any) -> Event:
         return Event(kind, self.procedure_id, now.mono_ns, now.utc_ns, data)
 
@@ -228,14 +237,7 @@ class ProcedureMonitor:
                 )
             return
         self.episode += 1
-        cid = str(
-            uuid.uuid5(
-                _COMMAND_NS,
-                # The opening time keeps ids unique when a procedure id is reopened.
-                f"{self.monitor_id}|{self.procedure_id}|{self.opened.utc_ns}|{self.episode}|"
-                f"{now.utc_ns}",
-            )
-        )
+        cid = self._command_id("safe_stop", now)
         cmd = SafeStop(
             command_id=cid,
             procedure_id=self.procedure_id,
@@ -721,13 +723,7 @@ class ProcedureMonitor:
             )
             return out
         assert self.latch is not None
-        cid = str(
-            uuid.uuid5(
-                _COMMAND_NS,
-                f"{self.monitor_id}|{self.procedure_id}|{self.opened.utc_ns}|rearm|"
-                f"{self.episode}|{now.utc_ns}",
-            )
-        )
+        cid = self._command_id("rearm", now)
         cmd = Rearm(
             command_id=cid,
             procedure_id=self.procedure_id,
