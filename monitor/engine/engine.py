@@ -222,8 +222,11 @@ class Engine:
             proc = self.procedures.get(pid)
             if proc is None:
                 continue
-            out.extend(proc.tick(now))
-            self._after(proc, out, now)
+            # Evaluate at the deadline itself, not whenever the driver got round to it: a live
+            # monitor then decides exactly what a replay decides (same ids, same values).
+            at = now.at_mono(when)
+            out.extend(proc.tick(at))
+            self._after(proc, out, at)
         return out
 
     def _after(self, proc: ProcedureMonitor, out: list[Decision], now: Instant) -> None:

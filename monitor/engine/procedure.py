@@ -139,13 +139,11 @@ class ProcedureMonitor:
             pack=self.loaded.name, version=self.loaded.version, rule=rule, hash=self.loaded.sha256
         )
 
-    def _command_id(self, kind: str, now: Instant) -> str:
-        """UUIDv5: reproducible in replay, unique per monitor, procedure lifetime (opening
-        time: an id may be reopened), episode and issue time."""
-        name = (
-            f"{self.monitor_id}|{self.procedure_id}|{self.opened.utc_ns}|{kind}|"
-            f"{self.episode}|{now.utc_ns}"
-        )
+    def _command_id(self, kind: str) -> str:
+        """UUIDv5 of monitor, procedure lifetime (its opening time: an id may be reopened),
+        kind and episode: unique, and the same in a live run and its replay (no issue time,
+        which a live timer and a replayed one read a few nanoseconds apart)."""
+        name = f"{self.monitor_id}|{self.procedure_id}|{self.opened.utc_ns}|{kind}|{self.episode}"
         return str(uuid.uuid5(_COMMAND_NS, name))
 
     def _event(self, kind: str, now: Instant, **data: Any) -> Event:
@@ -237,7 +235,7 @@ class ProcedureMonitor:
                 )
             return
         self.episode += 1
-        cid = self._command_id("safe_stop", now)
+        cid = self._command_id("safe_stop")
         cmd = SafeStop(
             command_id=cid,
             procedure_id=self.procedure_id,
@@ -723,7 +721,7 @@ class ProcedureMonitor:
             )
             return out
         assert self.latch is not None
-        cid = self._command_id("rearm", now)
+        cid = self._command_id("rearm")
         cmd = Rearm(
             command_id=cid,
             procedure_id=self.procedure_id,

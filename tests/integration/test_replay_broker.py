@@ -152,13 +152,6 @@ def test_live_robot_acknowledged_the_stop(live: LiveRun) -> None:
     assert "safe_stop_escalated" not in kinds, kinds
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: replay cannot match the robot's recorded "
-                   "safe_stop_ack: the command id is uuid5(monitor id, procedure, episode, "
-                   "issue UTC) and the live monitor issues a timer-driven stop at the time its "
-                   "loop ran (e.g. 318.6 ms of silence), replay exactly at the deadline "
-                   "(300.0 ms); so the ids differ even with --monitor-id, the ack is "
-                   "'ack_unmatched', and replay re-sends and escalates (pages) a stop the "
-                   "live monitor saw acknowledged: not 'the same decisions' (ICD §9)")
 def test_replay_honours_the_recorded_ack_like_the_live_run(live: LiveRun) -> None:
     out = _lines(_replay(live.recording, "--monitor-id", live.stops[0]["monitor_id"]))
     kinds = [x["kind"] for x in out if x["decision"] == "event" and x["procedure_id"] == live.pid]
