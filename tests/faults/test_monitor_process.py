@@ -198,4 +198,4 @@ def test_sigstop_gives_no_false_stop_and_counts_only_audible_silence(paused: Pau
     assert "robot" in stop["reason"], stop["reason"]
     later = [h["status"] for h in obs.commands("STOP-ALIVE", "monitor_heartbeat")
              if h["_received_at"] > paused.resumed_at + 1.0]
-    assert later and later[-1] == "armed", later[-5:]
+    assert later and "safe_stop_latched" not in later, later[-5:]
