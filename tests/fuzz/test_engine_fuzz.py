@@ -1,0 +1,108 @@
+"""The engine under adversarial sequences: records with arbitrary seq and site clocks,
+monitor clock jumps (UTC steps, deaf intervals), failovers, operator requests for
+anything. No exception escapes; invariants hold after every step:
+
+- a latch is only cleared by an accepted re-arm (or the close of an ended, stopped
+  procedure);
+- one breach episode has one command id (re-sends keep it);
+- a procedure is never both armed and latched (a latch means status safe_stop_latched).
+
+The record/operator vocabulary and the episode checker are those of
+tests/unit/test_engine_properties.py; this adds the adversarial inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from monitor.engine.clock import MS, Instant
+from monitor.engine.decisions import Decision
+from monitor.engine.engine import EngineConfig
+from tests.fuzz.fuzzkit import budget
+from tests.unit.enginekit import Driver
+from tests.unit.test_engine_properties import PIDS, SITES, Checker, action, run
+
+pid = st.sampled_from(PIDS)
+site = st.sampled_from(SITES)
+adversarial = st.one_of(
+    action,
+    # The monitor's wall clock steps (NTP), its monotonic clock does not.
+    st.tuples(st.just("utc_jump"), st.integers(-3_600_000, 3_600_000)),
+    # The monitor could not hear for a while: the service freezes timers, then excludes.
+    st.tuples(st.just("deaf"), st.integers(0, 5000)),
+    # A site clock anywhere: far past, far future, around the stale limit.
+    st.tuples(st.just("sent_at"), pid, site,
+              st.one_of(st.integers(-10**12, 10**12), st.sampled_from([-501, -499, 0, 501]))),
+    st.tuples(st.just("seq"), pid, site, st.integers(0, 2**63 - 1)),
+    st.tuples(st.just("offset"), pid, site, st.integers(-10**12, 10**12)),
+    # Partition moved away and back (failover onto this instance).
+    st.tuples(st.just("failover"), pid),
+    st.tuples(st.just("operator"), st.sampled_from([*PIDS, "GHOST"]),
+              st.sampled_from(["op-1", "op-x", ""]), st.booleans()),
+)
+
+
+def step(d: Driver, ck: Checker, act: tuple[Any, ...]) -> list[Decision]:
+    kind = act[0]
+    if kind == "utc_jump":
+        i = d.clock.now()
+        d.clock._i = Instant(i.mono_ns, i.utc_ns + act[1] * MS)
+        return []
+    if kind == "deaf":
+        start = d.mono
+        d.clock.set_mono(start + act[1] * MS)  # no ticks while deaf: timers frozen
+        now = d.now()
+        out = d.engine.exclude_deaf(start, now.mono_ns, now)
+        out += d.engine.tick(now)
+        d.decisions.extend(out)
+        return out
+    if kind == "sent_at":
+        return d.heartbeat(act[2], pid=act[1], sent_at=d.now().utc_ns + act[3] * MS)
+    if kind == "seq":
+        return d.heartbeat(act[2], pid=act[1], seq=act[3])
+    if kind == "offset":
+        return d.heartbeat(act[2], pid=act[1], offset_ns=act[3])
+    if kind == "failover":
+        proc = d.engine.procedures.get(act[1])
+        state = None if proc is None else proc.latch_state()
+        out = d.engine.release(act[1], d.now())
+        if state is not None:
+            out += d.engine.restore(state, d.now())
+        d.decisions.extend(out)
+        return out
+    if kind == "operator":
+        if act[3]:
+            return d.rearm(act[2] or "nobody", pid=act[1])
+        return d.operator({"type": "note", "procedure_id": act[1], "operator_id": "op",
+                           "text": act[2] or "-"})
+    return run(d, ck, act)
+
+
+def invariants(d: Driver) -> None:
+    for p, proc in d.engine.procedures.items():
+        if proc.latch is not None:
+            assert proc.status() == "safe_stop_latched", (p, proc.state, proc.status())
+            assert proc.state in ("safe_stop_latched", "safe_stopped"), (p, proc.state)
+        if proc.state in ("armed", "warning", "pending"):
+            assert proc.latch is None, (p, proc.state)
+
+
+@budget(300)
+@given(actions=st.lists(adversarial, min_size=1, max_size=60))
+def test_engine_survives_adversarial_sequences(actions: list[tuple[Any, ...]]) -> None:
+    d = Driver(config=EngineConfig(monitor_id="fuzz", operators=frozenset({"op-1"})))
+    ck = Checker()
+    for p in PIDS:
+        d.start(pid=p)
+        d.heartbeats(pid=p)
+    for act in actions:
+        before = dict(d.engine.statuses())
+        out = step(d, ck, act)
+        ck.check(before, d, out)
+        invariants(d)
+    before = dict(d.engine.statuses())
+    ck.check(before, d, d.advance(5000))
+    invariants(d)
