@@ -228,6 +228,8 @@ class Ingest(threading.Thread):
         items: list[Item] = []
         newest = 0
         topics = self.topics
+        # Counted per batch: a labelled Counter's labels().inc() costs ~4 µs per record.
+        counts: dict[tuple[str, str], int] = {}
         for tp, records in polled.items():
             topic = tp.topic
             site = topics.site_of(topic)
@@ -255,9 +257,12 @@ class Ingest(threading.Thread):
                     items.append(Rejected(self._pid_of(r.key), site))
                     continue
                 if site is not None:
-                    self.metrics.records.labels(site, result.type).inc()
+                    k = (site, result.type)
+                    counts[k] = counts.get(k, 0) + 1
                 self.owner[result.procedure_id] = tp.partition
                 items.append(result)
+        for (site_, rtype), n in counts.items():
+            self.metrics.records.labels(site_, rtype).inc(n)
         if items:
             self.out.put(Batch(now, items, newest))
 
