@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "monitor.report.cli",  # report
     "monitor.dashboards.cli",  # dashboards generate|push
     "monitor.demo",  # demo
+    "monitor.safety.cli",  # safety trace
 )
 
 

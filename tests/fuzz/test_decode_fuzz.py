@@ -95,6 +95,7 @@ def _encode(obj: Any) -> bytes:
     return json.dumps(obj, allow_nan=True).encode()
 
 
+@pytest.mark.hazard("H-06")
 @budget(1500)
 @given(value=st.one_of(st.none(), st.binary(max_size=300)),
        key=st.one_of(st.none(), st.binary(max_size=20), st.just(PID.encode())),
@@ -105,6 +106,7 @@ def test_arbitrary_bytes_never_raise(value: bytes | None, key: bytes | None,
     check(decode_operator(value, key))
 
 
+@pytest.mark.hazard("H-06")
 @budget(1500)
 @given(obj=mutated(TELEMETRY), site=st.sampled_from(["console", "robot"]),
        key=st.sampled_from([PID.encode(), b"other", None]))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -90,6 +91,9 @@ def invariants(d: Driver) -> None:
             assert proc.latch is None, (p, proc.state)
 
 
+@pytest.mark.hazard("H-10")
+@pytest.mark.hazard("H-11")
+@pytest.mark.hazard("H-07")
 @budget(300)
 @given(actions=st.lists(adversarial, min_size=1, max_size=60))
 def test_engine_survives_adversarial_sequences(actions: list[tuple[Any, ...]]) -> None:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kafka import KafkaProducer
 
 from monitor.audit.checkpoint import generate_key_files
@@ -77,6 +78,7 @@ def _keys(tmp: Path) -> dict[str, Path]:
     return out
 
 
+@pytest.mark.hazard("H-06")
 def test_signed_telemetry_forgery_and_replay(kafka_bootstrap: str, topic_prefix: str,
                                              tmp_path: Path) -> None:
     k = _keys(tmp_path)

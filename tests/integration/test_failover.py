@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
 from kafka import KafkaProducer
 
 from monitor.icd.models import RearmRequest
@@ -41,6 +42,7 @@ def _owners(watch: TopicWatcher, since: float) -> dict[str, set[str]]:
     return out
 
 
+@pytest.mark.hazard("H-04")
 def test_sigkill_one_of_three_instances(kafka_bootstrap: str, topic_prefix: str,
                                         tmp_path: Path) -> None:
     topics = Topics(topic_prefix)

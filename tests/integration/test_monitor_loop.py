@@ -9,6 +9,8 @@ import itertools
 import time
 from pathlib import Path
 
+import pytest
+
 from monitor.icd.topics import Topics
 from monitor.kafka.settings import KafkaSettings
 from monitor.sim.faults import parse_spec
@@ -56,6 +58,7 @@ def test_nominal_procedure_gives_no_safe_stop(kafka_bootstrap: str, topic_prefix
             watch.close()
 
 
+@pytest.mark.hazard("H-01")
 def test_robot_heartbeat_loss_yields_one_latched_safe_stop(kafka_bootstrap: str,
                                                            topic_prefix: str,
                                                            tmp_path: Path) -> None:
@@ -92,6 +95,7 @@ def test_robot_heartbeat_loss_yields_one_latched_safe_stop(kafka_bootstrap: str,
             watch.close()
 
 
+@pytest.mark.hazard("H-11")
 def test_unacknowledged_safe_stop_is_resent_with_same_id(kafka_bootstrap: str,
                                                         topic_prefix: str,
                                                         tmp_path: Path) -> None:
@@ -113,6 +117,7 @@ def test_unacknowledged_safe_stop_is_resent_with_same_id(kafka_bootstrap: str,
             watch.close()
 
 
+@pytest.mark.hazard("H-06")
 def test_garbage_goes_to_deadletter_and_monitor_keeps_serving(kafka_bootstrap: str,
                                                               topic_prefix: str,
                                                               tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from kafka import KafkaProducer
 
 from monitor.audit.checkpoint import generate_key_files, load_public_key
@@ -16,6 +17,7 @@ from monitor.icd.topics import Topics
 from tests.integration.monitorkit import free_port, run_monitor
 
 
+@pytest.mark.hazard("H-08")
 def test_restart_records_a_command_the_ledger_missed(kafka_bootstrap: str, topic_prefix: str,
                                                      tmp_path: Path) -> None:
     key = tmp_path / "ledger.key"

@@ -234,6 +234,7 @@ def test_heartbeat_pause_180ms_warns_without_stop(env: Env) -> None:
     scenario(env, "hb-pause", body)
 
 
+@pytest.mark.hazard("H-01")
 def test_robot_heartbeats_stop_gives_safe_stop_within_300ms_plus_margin(env: Env) -> None:
     def body(p: Proc) -> None:
         last = p.d.pause("robot")
@@ -256,6 +257,7 @@ def test_first_robot_heartbeat_1200ms_after_start_is_in_time(env: Env) -> None:
     scenario(env, "first-late", body, heartbeats=("console",), settle=0)
 
 
+@pytest.mark.hazard("H-01")
 def test_robot_that_never_heartbeats_is_stopped_after_2s(env: Env) -> None:
     def body(p: Proc) -> None:
         stop = p.assert_one_stop("first_heartbeat")
@@ -266,6 +268,8 @@ def test_robot_that_never_heartbeats_is_stopped_after_2s(env: Env) -> None:
     scenario(env, "first-never", body, heartbeats=("console",), settle=0)
 
 
+@pytest.mark.hazard("H-07")
+@pytest.mark.hazard("H-06")
 def test_stale_heartbeats_are_no_evidence_of_liveness(env: Env) -> None:
     def body(p: Proc) -> None:
         # From now on every robot heartbeat claims it was sent 2 s ago (> 500 ms: stale).
@@ -280,6 +284,7 @@ def test_stale_heartbeats_are_no_evidence_of_liveness(env: Env) -> None:
     scenario(env, "stale-hb", body)
 
 
+@pytest.mark.hazard("H-07")
 def test_site_clock_behind_utc_with_reported_offset_stays_alive(env: Env) -> None:
     """sent_at 2 s in the past, but offset_ns says the site clock is 2 s behind UTC."""
 
@@ -291,6 +296,7 @@ def test_site_clock_behind_utc_with_reported_offset_stays_alive(env: Env) -> Non
     scenario(env, "offset-ok", body)
 
 
+@pytest.mark.hazard("H-06")
 def test_duplicate_seq_heartbeats_do_not_keep_a_silent_site_alive(env: Env) -> None:
     def body(p: Proc) -> None:
         last = p.d.pause("robot")
@@ -307,6 +313,7 @@ def test_duplicate_seq_heartbeats_do_not_keep_a_silent_site_alive(env: Env) -> N
     scenario(env, "dup-seq", body)
 
 
+@pytest.mark.hazard("H-06")
 def test_rejected_heartbeats_are_no_evidence_of_liveness(env: Env) -> None:
     """ICD §6: a robot whose heartbeats are all invalid (seq as a string) is silent."""
 
@@ -355,6 +362,7 @@ def test_latency_p95_at_limit_held_1500ms_warns_only(env: Env, channel: str, lim
     scenario(env, f"{channel}-at", body)
 
 
+@pytest.mark.hazard("H-02")
 @pytest.mark.parametrize(("channel", "limit"), [("control", 300), ("video", 400)])
 def test_latency_p95_just_over_limit_stops_after_1s(env: Env, channel: str,
                                                     limit: float) -> None:
@@ -376,6 +384,7 @@ def test_single_control_sample_of_500ms_is_in_band(env: Env) -> None:
     scenario(env, "ctl-500", body)
 
 
+@pytest.mark.hazard("H-02")
 def test_single_control_sample_over_500ms_stops_at_once(env: Env) -> None:
     def body(p: Proc) -> None:
         t = time.time()
@@ -417,6 +426,7 @@ def test_link_loss_at_stop_limit_warns_only(env: Env) -> None:
     scenario(env, "loss-at", body)
 
 
+@pytest.mark.hazard("H-02")
 def test_link_loss_just_over_stop_limit_stops(env: Env) -> None:
     def body(p: Proc) -> None:
         t = time.time()
@@ -441,6 +451,7 @@ def test_tip_exactly_on_box_face_warns_only(env: Env) -> None:
     scenario(env, "box-face", body)
 
 
+@pytest.mark.hazard("H-03")
 def test_tip_half_mm_outside_box_face_stops(env: Env) -> None:
     def body(p: Proc) -> None:
         t = time.time()
@@ -466,6 +477,7 @@ def test_tip_half_mm_outside_forbidden_zone_warns_only(env: Env) -> None:
     scenario(env, "zone-near", body, policy=ZONE_PACK)
 
 
+@pytest.mark.hazard("H-03")
 @pytest.mark.parametrize("x", [74.5, 75.0], ids=["inside", "on-surface"])
 def test_tip_inside_forbidden_zone_stops(env: Env, x: float) -> None:
     def body(p: Proc) -> None:
@@ -499,6 +511,7 @@ def test_tool_speed_200_warns_only(env: Env) -> None:
     scenario(env, "speed-at", body)
 
 
+@pytest.mark.hazard("H-03")
 def test_tool_speed_201_stops(env: Env) -> None:
     def body(p: Proc) -> None:
         t = time.time()
@@ -545,6 +558,7 @@ def test_grip_force_15_warns_only(env: Env) -> None:
     scenario(env, "grip-at", body)
 
 
+@pytest.mark.hazard("H-03")
 def test_grip_force_15_1_stops(env: Env) -> None:
     def body(p: Proc) -> None:
         t = time.time()
@@ -560,6 +574,7 @@ def test_grip_force_15_1_stops(env: Env) -> None:
 # --------------------------------------------------------------------- isolation
 
 
+@pytest.mark.hazard("H-12")
 def test_breach_in_one_procedure_leaves_the_other_armed(env: Env) -> None:
     for attempt in range(1, ATTEMPTS + 1):
         with procedure(env, "iso-a") as a, procedure(env, "iso-b") as b:
@@ -675,6 +690,7 @@ def test_rearm_rejected_when_not_latched(env: Env) -> None:
     scenario(env, "rearm-nolatch", body)
 
 
+@pytest.mark.hazard("H-10")
 def test_rearm_rejected_for_operator_not_in_allow_list(env: Env) -> None:
     def body(p: Proc) -> None:
         _latch_by_silence(p)
@@ -691,6 +707,7 @@ def test_rearm_rejected_for_operator_not_in_allow_list(env: Env) -> None:
     scenario(env, "rearm-unauth", body)
 
 
+@pytest.mark.hazard("H-10")
 def test_rearm_rejected_while_a_site_is_unhealthy(env: Env) -> None:
     def body(p: Proc) -> None:
         _latch_by_silence(p)  # robot heartbeats stay stopped

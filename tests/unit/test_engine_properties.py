@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -203,6 +204,8 @@ def run(d: Driver, ck: Checker, act: tuple[Any, ...]) -> list[Decision]:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+@pytest.mark.hazard("H-10")
+@pytest.mark.hazard("H-11")
 @given(actions=st.lists(action, min_size=1, max_size=60))
 def test_engine_invariants(actions: list[tuple[Any, ...]]) -> None:
     d = Driver(config=EngineConfig(monitor_id="prop", operators=frozenset({"op-1"})))

@@ -565,6 +565,7 @@ def test_rejected_ack_escalates_at_once() -> None:
     assert "failed" in e.data["reason"]
 
 
+@pytest.mark.hazard("H-10")
 def test_latch_holds_whatever_telemetry_does() -> None:
     d, cmd, _ = tripped()
     d.ack(cmd.command_id)
@@ -605,6 +606,7 @@ def test_rearm_rejected_when_not_latched() -> None:
     assert commands(out) == []
 
 
+@pytest.mark.hazard("H-10")
 def test_rearm_rejected_when_a_site_is_unhealthy() -> None:
     d, cmd, _ = tripped()
     d.ack(cmd.command_id)
@@ -627,6 +629,7 @@ def test_rearm_rejected_when_latency_out_of_band() -> None:
     assert d.proc().latch is not None
 
 
+@pytest.mark.hazard("H-10")
 def test_rearm_rejected_for_operator_not_in_allow_list() -> None:
     d = Driver(config=EngineConfig(monitor_id="m", operators=frozenset({"op-ok"})))
     d.armed()
@@ -751,6 +754,7 @@ def test_end_while_unacknowledged_keeps_resending_until_ack() -> None:
 # -- policy selection ----------------------------------------------------------------------
 
 
+@pytest.mark.hazard("H-09")
 def test_named_policy_is_applied_and_stamped_on_the_command() -> None:
     d = armed(policy=ZONE)
     kin(d, "psm1", [60, 0, -100])

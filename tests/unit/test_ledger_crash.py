@@ -87,6 +87,7 @@ def run_round(path: Path, seed: bytes, mode: str, kill_after: float) -> list[int
     return [int(x) for x in lines[1:-1]]  # last piece may be a torn line
 
 
+@pytest.mark.hazard("H-08")
 @pytest.mark.slow
 def test_sigkill_never_loses_acknowledged_entries(tmp_path: Path) -> None:
     sk = Ed25519PrivateKey.generate()

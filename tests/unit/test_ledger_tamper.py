@@ -72,6 +72,7 @@ def test_untouched_ledger_verifies(ledger: Path, sk: Ed25519PrivateKey) -> None:
     assert (res.entries, res.checkpoints) == (N, 3)
 
 
+@pytest.mark.hazard("H-08")
 def test_flip_one_byte_of_a_body(ledger: Path, sk: Ed25519PrivateKey) -> None:
     body = bytearray(sqlite3.connect(ledger).execute(
         "SELECT body FROM entries WHERE idx=137").fetchone()[0])
@@ -90,6 +91,7 @@ def test_rewrite_body_and_leaf_hash_consistently(ledger: Path, sk: Ed25519Privat
     check(res, 100, "does not match the signed checkpoint at size 200")
 
 
+@pytest.mark.hazard("H-08")
 def test_delete_an_entry(ledger: Path, sk: Ed25519PrivateKey) -> None:
     tamper(ledger, ("DELETE FROM entries WHERE idx=42", ()))
     res = verify(ledger, sk.public_key())
@@ -131,6 +133,7 @@ def test_rollback_to_earlier_checkpoint(ledger: Path, sk: Ed25519PrivateKey) -> 
     assert verify(ledger, sk.public_key()).ok
 
 
+@pytest.mark.hazard("H-08")
 def test_forged_checkpoint_with_another_key(ledger: Path, sk: Ed25519PrivateKey) -> None:
     # Rewrite entry 250 and re-sign the tail with the attacker's own key.
     mallory = Ed25519PrivateKey.generate()

@@ -35,6 +35,7 @@ def test_shipped_packs_load() -> None:
     assert len({p.sha256 for p in reg.all()}) == 2
 
 
+@pytest.mark.hazard("H-09")
 def test_default_pack_is_exactly_the_icd_defaults() -> None:
     lp = load_pack_file(RULES / "default.yaml")
     model_defaults = PolicyPack(name="default", version=lp.version, description=lp.pack.description)
@@ -114,6 +115,7 @@ BAD = [
 ]
 
 
+@pytest.mark.hazard("H-09")
 @pytest.mark.parametrize(("path", "value", "where"), BAD)
 def test_bad_pack_refused_with_json_path(path: str, value: Any, where: str) -> None:
     with pytest.raises(PolicyError) as ei:
