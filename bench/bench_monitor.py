@@ -16,7 +16,7 @@ The generator batches (linger_ms=5); sent_at is the send time, so every record i
 
 - throughput: offered load rises in steps (procedures x 122 records/s); per step the
   monitor's received rate (`telesafe_records_received_total`), its lag (the
-  `telesafe_consumer_lag_seconds` gauge, broker timestamp -> engine, sampled at 5 Hz) and
+  `telesafe_consumer_lag_seconds` gauge, broker timestamp -> engine, sampled at 1 Hz) and
   its CPU (/proc). The knee is the highest step it follows with lag p99 < 100 ms.
 - detection: a precise site emulator in this process (heartbeats of both sites at 50 Hz per
   trial procedure, linger_ms=0) runs many short trials on distinct procedure ids, a new one
@@ -205,7 +205,9 @@ class Monitor:
                "--monitor-id", f"bench-{self.port}", "--group-id", f"{prefix}monitor",
                "--startup-lookback", "1"]
         with open(self.log_path, "wb") as logf:
-            self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT,
+            # BENCH_MONITOR_ROOT: run another checkout's `monitor` package (before/after A/B)
+            root = os.environ.get("BENCH_MONITOR_ROOT", str(ROOT))
+            self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=root,
                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + 60
         while True:
@@ -309,7 +311,7 @@ def finish_loadgen(procs: list[subprocess.Popen[str]], timeout: float) -> dict[s
 
 
 class Sampler(threading.Thread):
-    """Scrapes the monitor at 5 Hz while a step runs."""
+    """Scrapes the monitor once a second while a step runs (as Prometheus would, faster)."""
 
     def __init__(self, mon: Monitor) -> None:
         super().__init__(daemon=True)
@@ -321,7 +323,7 @@ class Sampler(threading.Thread):
         while not self._stop_ev.is_set():
             with contextlib.suppress(Exception):
                 self.samples.append((time.perf_counter(), self.mon.metrics(), self.mon.cpu_s()))
-            self._stop_ev.wait(0.2)
+            self._stop_ev.wait(1.0)  # /metrics is large at 200 procedures: scrape gently
 
     def stop(self) -> None:
         self._stop_ev.set()
@@ -549,6 +551,12 @@ def load_step(bootstrap: str, workdir: Path, procedures: int, seconds: float,
                                "nominal_records_per_s": procedures * RECORDS_PER_PROCEDURE_S}
         if trials:
             time.sleep(min(3.0, seconds / 4))
+            # The transport floor under the same load, right now (partition 0 of the
+            # dead-letter topic, which this monitor does not read).
+            from bench_transport import one_hop, summary_ms
+
+            res["one_hop_now"] = summary_ms(one_hop(bootstrap, Topics(prefix).deadletter,
+                                                    300, 0.002))
             res["detection"] = run_trials(bootstrap, prefix, trials)
         if profile_s and shutil.which("py-spy", path=str(Path(sys.executable).parent)):
             res["profile"] = pyspy(mon.pid, profile_s, workdir, f"load{procedures}")
@@ -613,10 +621,10 @@ def main() -> int:
     ap.add_argument("--bootstrap", default="127.0.0.1:9092")
     ap.add_argument("--quick", action="store_true", help="shorter steps, fewer trials")
     ap.add_argument("--only", default="throughput,detection,scaling")
-    ap.add_argument("--throughput-steps", default="50,100,200,300,400,600")
+    ap.add_argument("--throughput-steps", default="25,50,75,100,150,200,300")
     ap.add_argument("--scaling-steps", default="1,10,50,200")
-    ap.add_argument("--loaded-procedures", type=int, default=200)
-    ap.add_argument("--trials", type=int, default=400, help="detection trials per condition")
+    ap.add_argument("--loaded-procedures", type=int, default=60)
+    ap.add_argument("--trials", type=int, default=300, help="detection trials per condition")
     ap.add_argument("--profile-seconds", type=float, default=8.0)
     ap.add_argument("--out", default=str(RESULTS / "monitor.json"))
     # the generator process
@@ -663,8 +671,8 @@ def main() -> int:
                                trials=trials)
                 det[cond] = st
                 d = st["detection"]
-                print(f"detection {cond}: breach {d['breach']} silence {d['silence']}",
-                      flush=True)
+                print(f"detection {cond}: one hop now {st['one_hop_now']} breach "
+                      f"{d['breach']} silence {d['silence']}", flush=True)
             res["detection"] = det
         if "scaling" in only:
             sc = []
