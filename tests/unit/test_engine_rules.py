@@ -46,6 +46,7 @@ def only_rule_tripped(d: Driver, rule: str) -> SafeStop:
 # -- heartbeats ----------------------------------------------------------------------------
 
 
+@pytest.mark.hazard("H-01")
 def test_heartbeat_silence_deadlines_fire_without_records() -> None:
     d = armed()
     out = d.advance(100)  # both sites silent exactly 100 ms: in band
@@ -66,6 +67,7 @@ def test_heartbeat_silence_deadlines_fire_without_records() -> None:
     assert d.proc().status() == "safe_stop_latched"
 
 
+@pytest.mark.hazard("H-01")
 def test_heartbeat_silence_is_per_site() -> None:
     d = armed()
     silent_from = d.mono
@@ -270,6 +272,7 @@ def test_latency_at_stop_limit_never_trips(channel: str, stop: float) -> None:
     assert warnings_raised(d.decisions, f"{channel}_latency")
 
 
+@pytest.mark.hazard("H-02")
 @pytest.mark.parametrize(("channel", "stop"), [("control", 300.0), ("video", 400.0)])
 def test_latency_above_stop_trips_when_held_exactly_1s(channel: str, stop: float) -> None:
     d = armed()
@@ -298,6 +301,7 @@ def test_latency_breach_that_subsides_before_1s_does_not_trip() -> None:
     assert trips(d.decisions) == []
 
 
+@pytest.mark.hazard("H-02")
 def test_control_single_sample_limit() -> None:
     d = armed()
     d.latency("control", [500.0])  # at the limit: no immediate stop
@@ -329,6 +333,7 @@ def test_link_jitter_warns_only() -> None:
     assert trips(d.decisions) == []
 
 
+@pytest.mark.hazard("H-02")
 def test_link_loss_warn_and_stop() -> None:
     d = armed()
     d.link("robot", loss=0.001)
@@ -382,6 +387,7 @@ def test_box_within_5mm_warns(p: list[float]) -> None:
 @pytest.mark.parametrize(
     "p", [[120.001, 0, -100], [0, -120.001, -100], [0, 0, -180.001], [0, 0, -19.999]]
 )
+@pytest.mark.hazard("H-03")
 def test_box_outside_trips(p: list[float]) -> None:
     d = armed()
     kin(d, "psm3", [0, 0, -100], p)
@@ -409,6 +415,7 @@ def test_zone_within_5mm_warns(x: float) -> None:
     assert trips(d.decisions) == []
 
 
+@pytest.mark.hazard("H-03")
 @pytest.mark.parametrize("p", [[74.999, 0, -100], [60, 0, -100], [60, 14.9, -100]])
 def test_zone_inside_trips(p: list[float]) -> None:
     d = armed(policy=ZONE)
@@ -448,6 +455,7 @@ def test_box_shaped_forbidden_zone() -> None:
 # -- speed and grip ------------------------------------------------------------------------
 
 
+@pytest.mark.hazard("H-03")
 def test_speed_from_v() -> None:
     d = armed()
     kin(d, "psm1", [0, 0, -100], v=[100.0, 0.0, 0.0])
