@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from monitor.broker import runtime, server
+from monitor.broker import runtime, secure, server
 from monitor.broker.runtime import BrokerError
 from monitor.broker.topics import DEFAULT_PARTITIONS, TopicReport, ensure_topics
 
@@ -53,7 +53,18 @@ def _report_topics(report: TopicReport) -> None:
         _say(f"{len(report.existing)} topic(s) already present ({report.partitions} partitions)")
 
 
+def _secure_material(args: argparse.Namespace) -> secure.SecureBroker | None:
+    """The secured broker's material when ``--secure`` was given (created on first use)."""
+    if not getattr(args, "secure", False):
+        return None
+    ddir = args.data_dir or server.default_data_dir()
+    if getattr(args, "ca_dir", None) is None and secure.load(ddir) is None:
+        _say(f"creating a test CA and SCRAM users in {secure.secure_dir(ddir)}")
+    return secure.prepare(ddir, ca_dir=getattr(args, "ca_dir", None))
+
+
 def _cmd_start(args: argparse.Namespace) -> int:
+    security = _secure_material(args)
     res = server.start(
         args.data_dir,
         port=args.port,
@@ -63,12 +74,22 @@ def _cmd_start(args: argparse.Namespace) -> int:
         create_topics=not args.no_topics,
         timeout_s=args.timeout,
         progress=_say,
+        security=security,
     )
     if res.topics is not None:
         _report_topics(res.topics)
     state = "was already running" if res.already_running else "started"
     pid = f" (pid {res.pid})" if res.pid else ""
     _say(f"broker {state} on {res.bootstrap}{pid}; ready after {res.elapsed_s:.1f} s")
+    if security is not None:
+        admin = security.client_settings(res.bootstrap, secure.ADMIN_USER)
+        grants = secure.telesafe_grants(args.prefix, monitor_group=args.monitor_group)
+        secure.create_acls(admin, grants)
+        ddir = args.data_dir or server.default_data_dir()
+        _say(f"SASL_SSL + SCRAM-SHA-512; {len(grants)} ACLs for prefix {args.prefix or '-'!r}")
+        _say(f"  CA (--ssl-cafile): {security.ca.ca_cert}")
+        _say(f"  users {', '.join(security.users)}; passwords in "
+             f"{secure.secure_dir(ddir) / secure.CREDENTIALS_FILE}")  # fmt: skip
     return 0
 
 
@@ -91,7 +112,13 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    st = server.status(args.data_dir, args.port)
+    security = None
+    if args.secure:
+        security = secure.load(args.data_dir or server.default_data_dir())
+        if security is None:
+            _err("no secured-broker material in the data dir (start it with --secure first)")
+            return 2
+    st = server.status(args.data_dir, args.port, security=security)
     if args.json:
         print(
             json.dumps(
@@ -153,6 +180,14 @@ def _add_port(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_secure_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--secure",
+        action="store_true",
+        help="SASL_SSL client listener (SCRAM-SHA-512, test CA) with ACLs; see docs/security.md",
+    )
+
+
 def _add_topic_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", default="", help="prefix prepended to every ICD topic name")
     p.add_argument(
@@ -194,6 +229,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     _add_topic_opts(p)
     p.add_argument("--no-topics", action="store_true", help="do not create the ICD topics")
+    _add_secure_flag(p)
+    p.add_argument(
+        "--ca-dir",
+        type=Path,
+        default=None,
+        help="with --secure: a test CA made by monitor.broker.secure.make_test_ca "
+        "(default: one generated in <data dir>/secure/ca)",
+    )
+    p.add_argument(
+        "--monitor-group",
+        default=secure.DEFAULT_MONITOR_GROUP,
+        help="with --secure: consumer group the monitor principal may use (default %(default)s)",
+    )
     p.add_argument(
         "--timeout",
         type=float,
@@ -225,6 +273,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _add_data_dir(p)
     _add_port(p)
     p.add_argument("--json", action="store_true", help="print the status as JSON")
+    _add_secure_flag(p)
     p.set_defaults(func=_guard(_cmd_status))
 
     p = bsub.add_parser(

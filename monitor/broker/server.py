@@ -22,6 +22,11 @@ Choices:
   folder (broker stopped) to reset.
 * Starting is idempotent: if a broker already answers on the port, ``start`` only
   ensures the topics.
+* ``security=SecureBroker`` (``monitor.broker.secure``) replaces the PLAINTEXT client
+  listener by SASL_SSL (SCRAM-SHA-512, TLS from a test CA), signs the controller link
+  in with SASL PLAIN and turns on the StandardAuthorizer (deny unless an ACL allows).
+  Probes and topic creation then sign in as the ``admin`` super user. See
+  docs/security.md.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ from pathlib import Path
 from string import Template
 
 from monitor.broker import runtime
+from monitor.broker import secure as secure_mod
 from monitor.broker.runtime import BrokerError, Progress
+from monitor.broker.secure import SecureBroker
 from monitor.broker.topics import DEFAULT_PARTITIONS, TopicReport, admin_client, ensure_topics
 
 HOST = "127.0.0.1"
@@ -57,6 +64,10 @@ PROPERTIES = "server.properties"
 LOG4J = "log4j2.properties"
 BROKER_LOG = "broker.log"
 PID_FILE = "kafka.pid"
+# Written when storage is formatted with SCRAM users: this data dir is a secured broker
+# and must never be started with the unauthenticated PLAINTEXT listener (and a data dir
+# formatted without users cannot become a secured one: it would have no credentials).
+SECURED_MARKER = "secured-storage"
 DATA_SUBDIR = "data"
 START_MARKER = "==== telesafe: starting Kafka"
 
@@ -88,6 +99,7 @@ class BrokerConfig:
     partitions: int = DEFAULT_PARTITIONS
     host: str = HOST
     node_id: int = NODE_ID
+    security: SecureBroker | None = None
 
     @property
     def log_dirs(self) -> Path:
@@ -101,7 +113,7 @@ class BrokerConfig:
         if self.port == self.controller_port:
             raise BrokerError("port and controller port must differ")
         template = resources.files("monitor.broker").joinpath("server-template.properties")
-        return Template(template.read_text("utf-8")).substitute(
+        text = Template(template.read_text("utf-8")).substitute(
             node_id=self.node_id,
             host=self.host,
             port=self.port,
@@ -110,6 +122,41 @@ class BrokerConfig:
             log_dirs=str(self.log_dirs.resolve()),
             partitions=self.partitions,
         )
+        if self.security is None:
+            return text
+        return override_properties(
+            text, self.security.property_overrides(self.port, self.controller_port)
+        )
+
+    def answers(self, timeout_s: float = 5.0) -> bool:
+        """A metadata request succeeds (as ``admin`` over SASL_SSL when secured)."""
+        if self.security is None:
+            return broker_answers(self.bootstrap, timeout_s=timeout_s)
+        if not port_open(self.port, self.host):
+            return False
+        settings = self.security.client_settings(self.bootstrap, secure_mod.ADMIN_USER)
+        return secure_mod.answers(settings, timeout_s=timeout_s)
+
+
+def override_properties(text: str, overrides: dict[str, str]) -> str:
+    """Replace ``key=value`` lines of a properties text; append keys it lacks."""
+    out: list[str] = []
+    done: set[str] = set()
+    for line in text.splitlines():
+        key = (
+            line.split("=", 1)[0].strip()
+            if "=" in line and not line.lstrip().startswith("#")
+            else ""
+        )
+        if key in overrides:
+            out.append(f"{key}={overrides[key]}")
+            done.add(key)
+        else:
+            out.append(line)
+    extra = [f"{k}={v}" for k, v in overrides.items() if k not in done]
+    if extra:
+        out += ["", "# Secured listener (monitor/broker/secure.py)", *extra]
+    return "\n".join(out) + "\n"
 
 
 @dataclass
@@ -216,7 +263,11 @@ def log_tail(data_dir: Path, lines: int = 30) -> str:
 
 def _write_config(cfg: BrokerConfig) -> None:
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.data_dir / PROPERTIES).write_text(cfg.render_properties(), encoding="utf-8")
+    props = cfg.data_dir / PROPERTIES
+    if cfg.security is not None:  # holds secrets: owner-only, before the write
+        props.touch(mode=0o600, exist_ok=True)
+        props.chmod(0o600)
+    props.write_text(cfg.render_properties(), encoding="utf-8")
     log4j = resources.files("monitor.broker").joinpath(LOG4J).read_text("utf-8")
     (cfg.data_dir / LOG4J).write_text(log4j, encoding="utf-8")
 
@@ -238,8 +289,26 @@ def _java_cmd(
     ]
 
 
+def _check_secured(cfg: BrokerConfig) -> None:
+    """Refuse to mix a secured data dir with a PLAINTEXT start, and vice versa."""
+    if not (cfg.log_dirs / "meta.properties").exists():
+        return
+    secured = (cfg.data_dir / SECURED_MARKER).exists()
+    if cfg.security is None and secured:
+        raise BrokerError(
+            f"{cfg.data_dir} holds a secured (SASL_SSL) broker; refusing to start it "
+            "with an unauthenticated PLAINTEXT listener (pass the security options)"
+        )
+    if cfg.security is not None and not secured:
+        raise BrokerError(
+            f"{cfg.data_dir} was formatted without SCRAM users, so a secured broker "
+            "started from it would accept nobody; use another data dir"
+        )
+
+
 def _format_storage(cfg: BrokerConfig, java: str, lib: Path) -> bool:
     """Format KRaft storage once; False if it was already formatted."""
+    _check_secured(cfg)
     if (cfg.log_dirs / "meta.properties").exists():
         return False
     cmd = _java_cmd(
@@ -247,12 +316,19 @@ def _format_storage(cfg: BrokerConfig, java: str, lib: Path) -> bool:
         "--standalone", "--ignore-formatted",
         "--cluster-id", random_cluster_id(),
         "--config", str(cfg.data_dir / PROPERTIES),
+        *(cfg.security.format_args() if cfg.security is not None else []),
         heap=("-Xmx256m",),  # short-lived tool JVM
     )  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
+        if cfg.security is not None:  # never echo SCRAM passwords
+            for pw in cfg.security.passwords.values():
+                tail = tail.replace(pw, "***")
         raise BrokerError(f"formatting Kafka storage in {cfg.log_dirs} failed:\n{tail}")
+    if cfg.security is not None:
+        users = "\n".join(cfg.security.users) + "\n"
+        (cfg.data_dir / SECURED_MARKER).write_text(users, encoding="utf-8")
     return True
 
 
@@ -278,7 +354,7 @@ def _wait_answering(
                 f"the Kafka JVM (pid {pid}) died during startup; last lines of "
                 f"{cfg.data_dir / BROKER_LOG}:\n{log_tail(cfg.data_dir)}"
             )
-        if port_open(cfg.port) and broker_answers(cfg.bootstrap, timeout_s=3.0):
+        if port_open(cfg.port) and cfg.answers(timeout_s=3.0):
             return
         time.sleep(0.25)
     raise BrokerError(
@@ -299,11 +375,15 @@ def start(
     timeout_s: float = START_TIMEOUT_S,
     version: str = runtime.KAFKA_VERSION,
     progress: Progress = _quiet,
+    security: SecureBroker | None = None,
 ) -> StartResult:
     """Start the local broker (or reuse one already answering) and ensure the ICD topics.
 
     Returns once a metadata request succeeds and the topics exist. Raises BrokerError
-    (PrerequisiteError for missing java/mvn) with a human-readable message.
+    (PrerequisiteError for missing java/mvn) with a human-readable message. With
+    ``security`` the client listener is SASL_SSL (``monitor.broker.secure``); the SCRAM
+    users are created when the storage is formatted, i.e. on the first start of a data
+    dir only.
     """
     t0 = time.monotonic()
     cfg = BrokerConfig(
@@ -311,16 +391,23 @@ def start(
         port=port,
         controller_port=controller_port,
         partitions=partitions,
+        security=security,
     )
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
 
     def finish(already: bool, pid: int | None, formatted: bool = False) -> StartResult:
-        report = ensure_topics(cfg.bootstrap, prefix, partitions) if create_topics else None
+        report: TopicReport | None = None
+        if create_topics and cfg.security is not None:
+            admin = cfg.security.client_settings(cfg.bootstrap, secure_mod.ADMIN_USER)
+            report = secure_mod.ensure_topics(admin, prefix, partitions)
+        elif create_topics:
+            report = ensure_topics(cfg.bootstrap, prefix, partitions)
         return StartResult(cfg.bootstrap, already, pid, time.monotonic() - t0, formatted, report)
 
     # Serialise concurrent starts (CLI and pytest fixture): the loser sees a running broker.
     with runtime.file_lock(cfg.data_dir / ".start.lock"):
-        if broker_answers(cfg.bootstrap, timeout_s=3.0):
+        _check_secured(cfg)
+        if cfg.answers(timeout_s=3.0):
             progress(f"a broker already answers on {cfg.bootstrap}; ensuring topics only")
             return finish(True, _read_pid(cfg.data_dir))
 
@@ -394,7 +481,13 @@ def stop(data_dir: Path | str | None = None, timeout_s: float = STOP_TIMEOUT_S) 
     return pid
 
 
-def status(data_dir: Path | str | None = None, port: int = DEFAULT_PORT) -> BrokerStatus:
+def status(
+    data_dir: Path | str | None = None,
+    port: int = DEFAULT_PORT,
+    *,
+    security: SecureBroker | None = None,
+) -> BrokerStatus:
+    """Pid, liveness and topics; with ``security`` the probe signs in as ``admin``."""
     ddir = _resolve_dir(data_dir)
     bootstrap = bootstrap_address(port)
     pid = _read_pid(ddir)
@@ -403,7 +496,11 @@ def status(data_dir: Path | str | None = None, port: int = DEFAULT_PORT) -> Brok
     answers = False
     if port_open(port):
         try:
-            admin = admin_client(bootstrap, timeout_s=3.0)
+            if security is not None:
+                admin_settings = security.client_settings(bootstrap, secure_mod.ADMIN_USER)
+                admin = secure_mod.admin_client(admin_settings, timeout_s=3.0)
+            else:
+                admin = admin_client(bootstrap, timeout_s=3.0)
             try:
                 topics = sorted(admin.list_topics())
                 answers = True

@@ -1,0 +1,337 @@
+"""A secured broker (SASL_SSL + SCRAM-SHA-512 + ACLs) with the real monitor on it.
+
+One broker for the module, on free loopback ports with its own data dir (the shared
+PLAINTEXT broker on 9092/9093 is not touched), stopped at the end even on failure:
+
+* (a) clients without valid credentials are refused: PLAINTEXT, TLS without SASL,
+  a wrong password, an unknown user, a CA the client does not know;
+* (b) ACLs: a site may write only its own telemetry topic (ICD §2);
+* (c) end to end over SASL_SSL: the monitor signs in as ``monitor``, the sites as
+  ``console`` and ``robot``; a robot heartbeat stop yields a ``safe_stop`` that the
+  ``robot`` principal reads from the commands topic.
+
+Runtime: about 40-60 s (broker start ~10 s, the refusal cases ~15 s, the loop ~15 s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import GroupAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
+
+from monitor.broker import secure, server
+from monitor.broker.runtime import BrokerError, PrerequisiteError
+from monitor.icd.topics import Topics
+from monitor.kafka.settings import KafkaSettings
+from tests.integration.monitorkit import free_port, run_monitor
+
+pytestmark = pytest.mark.integration
+
+HEARTBEAT_PERIOD_S = 0.020
+
+
+@dataclass(frozen=True)
+class SecuredEnv:
+    bootstrap: str
+    prefix: str
+    broker: secure.SecureBroker
+    data_dir: Path
+
+    @property
+    def broker_log(self) -> Path:
+        return self.data_dir / server.BROKER_LOG
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.prefix)
+
+    def settings(self, user: str) -> KafkaSettings:
+        return self.broker.client_settings(self.bootstrap, user, self.prefix)
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredEnv]:
+    root = tmp_path_factory.mktemp("secured-kafka")
+    ca = secure.make_test_ca(root / "ca")
+    data_dir = root / "kafka"
+    broker = secure.prepare(data_dir, ca_dir=ca.directory)
+    prefix = f"s{uuid.uuid4().hex[:8]}."
+    port, controller_port = free_port(), free_port()
+    while controller_port == port:
+        controller_port = free_port()
+    try:
+        try:
+            res = server.start(
+                data_dir,
+                port=port,
+                controller_port=controller_port,
+                prefix=prefix,
+                security=broker,
+                timeout_s=90,
+            )
+        except PrerequisiteError as exc:
+            pytest.skip(f"cannot run the local Kafka broker: {exc}")
+        except BrokerError as exc:
+            pytest.fail(f"secured Kafka broker did not start: {exc}", pytrace=False)
+        admin = broker.client_settings(res.bootstrap, secure.ADMIN_USER)
+        secure.create_acls(admin, secure.telesafe_grants(prefix, monitor_group=f"{prefix}monitor"))
+        yield SecuredEnv(res.bootstrap, prefix, broker, data_dir)
+    finally:
+        server.stop(data_dir)  # always: also when start or a test failed
+
+
+# ------------------------------------------------------------------- (a) refusals
+
+
+@dataclass
+class Refusal:
+    client_log: str  # what kafka-python logged (its view can be a bare disconnect)
+    broker_log: str  # what the broker logged meanwhile: the authoritative reason
+
+
+def _refused(
+    env: SecuredEnv, settings: dict[str, Any], caplog: pytest.LogCaptureFixture, reason: str
+) -> Refusal:
+    """Connect and list topics; assert it fails and the broker logged ``reason``."""
+    caplog.clear()
+    mark = env.broker_log.stat().st_size
+    with caplog.at_level(logging.WARNING, logger="kafka"), pytest.raises(KafkaError) as err:
+        admin = KafkaAdminClient(**settings, bootstrap_timeout_ms=3000, request_timeout_ms=3000)
+        try:
+            admin.list_topics()
+        finally:
+            admin.close()
+    assert "Unable to bootstrap" in str(err.value), repr(err.value)
+    deadline = time.monotonic() + 5.0
+    while True:  # the broker's log line may trail the client's give-up by a moment
+        with env.broker_log.open("rb") as fh:
+            fh.seek(mark)
+            broker = fh.read().decode(errors="replace")
+        if reason in broker or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert reason in broker, f"broker did not log {reason!r}:\n{broker[-3000:]}"
+    return Refusal(caplog.text, broker)
+
+
+def test_clients_without_valid_credentials_are_refused(
+    secured: SecuredEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = secured.settings("robot")
+    cafile = str(secured.broker.ca.ca_cert)
+
+    # PLAINTEXT to the TLS port: the broker fails the TLS handshake (its alert reaches
+    # the plaintext client as an absurd frame length, or as a hang-up).
+    r = _refused(secured, {"bootstrap_servers": secured.bootstrap}, caplog, "SSL handshake failed")
+    assert "Invalid frame length" in r.client_log or "disconnected" in r.client_log, r.client_log
+
+    # TLS (trusted) but no SASL: the broker wants a SASL handshake and hangs up.
+    ssl_only = {"bootstrap_servers": secured.bootstrap, "security_protocol": "SSL",
+                "ssl_cafile": cafile}  # fmt: skip
+    r = _refused(secured, ssl_only, caplog, "during SASL handshake")
+    assert "CERTIFICATE_VERIFY_FAILED" not in r.client_log, r.client_log
+
+    # SASL_SSL with a wrong password / an unknown user: SCRAM fails. (kafka-python
+    # mostly logs SaslAuthenticationFailedError, sometimes only the hang-up after it.)
+    for bad in (
+        dataclasses.replace(good, sasl_password="not-the-password"),
+        dataclasses.replace(good, sasl_username="mallory"),
+    ):
+        _refused(secured, bad.common(), caplog,
+                 "invalid credentials with SASL mechanism SCRAM-SHA-512")  # fmt: skip
+
+    # Right password, but the client does not trust the broker's CA: TLS fails first,
+    # so the password is never sent to an unverified server.
+    other_ca = secure.make_test_ca(Path(cafile).parent.parent / "other-ca")
+    untrusting = dataclasses.replace(good, ssl_cafile=str(other_ca.ca_cert)).common()
+    r = _refused(secured, untrusting, caplog, "SSL handshake failed")
+    assert "CERTIFICATE_VERIFY_FAILED" in r.client_log, r.client_log
+
+    # Control: the same client with its real credentials gets in and sees only what its
+    # ACLs describe.
+    admin = KafkaAdminClient(**good.common(), bootstrap_timeout_ms=10000)
+    try:
+        visible = set(admin.list_topics())
+    finally:
+        admin.close()
+    t = secured.topics
+    assert {t.telemetry_robot, t.commands} <= visible, visible
+    assert not visible & {t.telemetry_console, t.operator, t.audit, t.state}, visible
+
+
+# ------------------------------------------------------------------------ (b) ACLs
+
+
+def test_each_site_writes_only_its_own_telemetry_topic(secured: SecuredEnv) -> None:
+    t = secured.topics
+    key, value = b"ACL-0001", b'{"v": 1}'
+    for user, own, foreign in (
+        ("robot", t.telemetry_robot, t.telemetry_console),
+        ("console", t.telemetry_console, t.telemetry_robot),
+    ):
+        producer = KafkaProducer(**secured.settings(user).producer_config(client_id=user))
+        try:
+            with pytest.raises(TopicAuthorizationFailedError):
+                producer.send(foreign, key=key, value=value).get(timeout=10)
+            md = producer.send(own, key=key, value=value).get(timeout=10)
+            assert md.topic == own
+            # Nor may a site impersonate the monitor or an operator.
+            for other in (t.commands, t.operator):
+                with pytest.raises(TopicAuthorizationFailedError):
+                    producer.send(other, key=key, value=value).get(timeout=10)
+        finally:
+            producer.close(timeout=5)
+
+    # The robot reads commands without a consumer group; it has no group to join.
+    consumer = KafkaConsumer(
+        t.operator,
+        **secured.settings("robot").consumer_config(group_id=f"{secured.prefix}robot"),
+        consumer_timeout_ms=5000,
+    )
+    try:
+        with pytest.raises((TopicAuthorizationFailedError, GroupAuthorizationFailedError)):
+            consumer.poll(timeout_ms=5000)
+            consumer.poll(timeout_ms=1000)
+    finally:
+        consumer.close()
+
+
+# ------------------------------------------------------------------ (c) the loop
+
+
+class Site:
+    """One site's 50 Hz heartbeats through its own signed-in producer."""
+
+    def __init__(self, settings: KafkaSettings, site: str, procedure_id: str) -> None:
+        self.site = site
+        self.procedure_id = procedure_id
+        self.topic = Topics(settings.topic_prefix).telemetry(site)  # type: ignore[arg-type]
+        self.producer = KafkaProducer(**settings.producer_config(client_id=f"itest-{site}"))
+        self.seq = 0
+        self.sent = 0
+        self.running = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"site-{site}", daemon=True)
+        self._thread.start()
+
+    def send(self, rtype: str, **fields: Any) -> None:
+        with self._lock:
+            rec = {"v": 1, "type": rtype, "procedure_id": self.procedure_id, "site": self.site,
+                   "seq": self.seq, "sent_at": time.time_ns(), **fields}  # fmt: skip
+            self.seq += 1
+            self.producer.send(self.topic, key=self.procedure_id.encode(),
+                               value=json.dumps(rec).encode())  # fmt: skip
+
+    def heartbeat(self) -> None:
+        self.send("heartbeat", state="operating",
+                  clock={"source": "ptp", "offset_ns": 0, "max_error_ns": 100_000})  # fmt: skip
+        self.sent += 1
+
+    def _run(self) -> None:
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            if self.running.is_set():
+                self.heartbeat()
+            next_t = max(next_t + HEARTBEAT_PERIOD_S, time.monotonic())
+            self._stop.wait(max(0.0, next_t - time.monotonic()))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.producer.flush(timeout=5)
+        self.producer.close(timeout=5)
+
+
+class CommandReader:
+    """The robot's view of the commands topic: assign() every partition, no group."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.topic = Topics(settings.topic_prefix).commands
+        self.consumer = KafkaConsumer(
+            **settings.consumer_config(group_id=None, enable_auto_commit=False)
+        )
+        parts = self.consumer.partitions_for_topic(self.topic)
+        assert parts, f"the robot cannot see {self.topic}"
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_end(*tps)
+        for tp in tps:
+            self.consumer.position(tp)
+        self.seen: list[dict[str, Any]] = []
+
+    def wait_for(self, ctype: str, procedure_id: str, timeout: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            for c in self.seen:
+                if c.get("type") == ctype and c.get("procedure_id") == procedure_id:
+                    return c
+            if time.monotonic() >= deadline:
+                return None
+            for recs in self.consumer.poll(timeout_ms=50).values():
+                for r in recs:
+                    value = json.loads(r.value)
+                    value["_received_at"] = time.monotonic()
+                    self.seen.append(value)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def test_safe_stop_end_to_end_over_sasl_ssl(
+    secured: SecuredEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mon_settings = secured.settings("monitor")
+    # The password through the environment, as docs/security.md recommends.
+    monkeypatch.setenv("TELESAFE_SASL_PASSWORD", str(mon_settings.sasl_password))
+    flags = ("--security-protocol", "SASL_SSL", "--ssl-cafile", str(mon_settings.ssl_cafile),
+             "--sasl-mechanism", "SCRAM-SHA-512", "--sasl-username", "monitor")  # fmt: skip
+    pid = f"SEC-{uuid.uuid4().hex[:6]}"
+    with run_monitor(secured.bootstrap, secured.prefix, tmp_path, *flags) as mon:
+        reader = CommandReader(secured.settings("robot"))
+        console = Site(secured.settings("console"), "console", pid)
+        robot = Site(secured.settings("robot"), "robot", pid)
+        stop: dict[str, Any] | None = None
+        try:
+            robot.send("procedure_start", surgeon_id="surgeon-itest",
+                       robot={"model": "Toumai", "serial": "TM-ITEST"},
+                       arms=["psm1", "psm2", "psm3", "ecm"])  # fmt: skip
+            console.running.set()
+            robot.running.set()
+            # The monitor hears both sites and vouches for the procedure.
+            hb = reader.wait_for("monitor_heartbeat", pid, timeout=15)
+            assert hb is not None, f"no monitor_heartbeat for {pid}\n{mon.log()[-4000:]}"
+            time.sleep(1.0)  # a steady state well past the first-heartbeat grace
+            assert reader.wait_for("safe_stop", pid, timeout=0) is None, reader.seen[-5:]
+
+            robot.running.clear()
+            stopped_at = time.monotonic()
+            stop = reader.wait_for("safe_stop", pid, timeout=10)
+            assert stop is not None, f"no safe_stop for {pid}\n{mon.log()[-4000:]}"
+            assert stop["policy"]["rule"] == "heartbeat_silence", stop
+            assert stop["procedure_id"] == pid
+            # ICD §7: > 300 ms of silence; generous bound for a busy CI box over TLS.
+            assert stop["_received_at"] - stopped_at < 3.0, stop
+            assert console.sent > 20 and robot.sent > 20
+            log = mon.log()
+            assert "AuthorizationFailed" not in log, log[-4000:]
+            assert "SaslAuthenticationFailed" not in log, log[-4000:]
+        finally:
+            if stop is not None:  # the robot obeys, so the monitor stops re-sending
+                robot.send("safe_stop_ack", command_id=stop["command_id"],
+                           result="safe_stopped", at=time.time_ns())  # fmt: skip
+            console.send("procedure_end", reason="aborted")
+            console.close()
+            robot.close()
+            reader.close()
