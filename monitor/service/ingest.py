@@ -39,6 +39,7 @@ _PID = __import__("re").compile(PROCEDURE_ID_PATTERN)
 POLL_TIMEOUT_MS = 50
 # A poll running longer than this means we are not hearing the sites (its timeout is 50 ms).
 DEAF_AFTER_NS = 100_000_000
+POLL_TIMEOUT_NS = POLL_TIMEOUT_MS * 1_000_000
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -106,7 +107,7 @@ class Ingest(threading.Thread):
                 # member, so a procedure's console, robot and operator records meet here.
                 partition_assignment_strategy=[RangePartitionAssignor],
                 # The broker's default minimum: a dead instance's partitions move within ~6 s.
-            session_timeout_ms=6_000,
+                session_timeout_ms=6_000,
                 heartbeat_interval_ms=1_000,
                 **extra,
             )
@@ -193,6 +194,7 @@ class Ingest(threading.Thread):
 
     def run(self) -> None:
         last_lag = 0.0
+        last_return: int | None = None
         try:
             while not self._stopping.is_set():
                 started = self.clock.now().mono_ns
@@ -206,9 +208,14 @@ class Ingest(threading.Thread):
                 now = self.clock.now()
                 self.pending_since = now.mono_ns
                 self.polling_since = None
-                if now.mono_ns - started > DEAF_AFTER_NS:
-                    # Rebalance, broker stall or our own pause: tell the engine first.
-                    self.out.put(Batch(now, [Deaf(started, now.mono_ns)], 0))
+                # Deaf if the poll overran (rebalance, broker stall) or if too long passed
+                # since the previous poll returned (our own stall or pause while decoding).
+                since = started if last_return is None else min(started, last_return)
+                limit = DEAF_AFTER_NS if last_return is None else DEAF_AFTER_NS + POLL_TIMEOUT_NS
+                if now.mono_ns - since > limit:
+                    # Tell the engine first, so its timers do not run past our deafness.
+                    self.out.put(Batch(now, [Deaf(since, now.mono_ns)], 0))
+                last_return = now.mono_ns
                 self.last_poll_mono = time.monotonic()
                 if polled:
                     self._handle(polled, now)

@@ -270,6 +270,10 @@ class MonitorService:
                     break
             last_received = 0
             for b in batches:
+                # Our own deafness is accounted before any timer runs past it.
+                for item in b.items:
+                    if isinstance(item, Deaf):
+                        self._deaf(item, b.received)
                 # Deadlines that passed before this batch arrived fire first, as in replay.
                 self._handle(eng.tick(b.received), b.received)
                 self._process(b)
@@ -309,11 +313,7 @@ class MonitorService:
             elif isinstance(item, Restore):
                 self._handle(eng.restore(item.state, now), now)
             elif isinstance(item, Deaf):
-                log.warning(
-                    "monitor was deaf for %.0f ms; that time is not counted as site silence",
-                    (item.end_ns - item.start_ns) / 1e6,
-                )
-                self._handle(eng.exclude_deaf(item.start_ns, item.end_ns, now), now)
+                continue  # applied by _deaf before this batch's timers ran
             elif isinstance(item, Release):
                 self._handle(eng.release(item.procedure_id, now), now)
             elif isinstance(item, RearmRequest | Note):
@@ -325,6 +325,13 @@ class MonitorService:
             self.metrics.consumer_lag_seconds.set(
                 max(0.0, time.time() - batch.newest_broker_ms / 1e3)
             )
+
+    def _deaf(self, item: Deaf, at: Instant) -> None:
+        log.warning(
+            "monitor was deaf for %.0f ms; that time is not counted as site silence",
+            (item.end_ns - item.start_ns) / 1e6,
+        )
+        self._handle(self.engine.exclude_deaf(item.start_ns, item.end_ns, at), at)
 
     def _handle(self, decisions: list[Decision], at: Instant) -> None:
         # Commands first: a safe-stop is on its way before anything is recorded about it.

@@ -180,12 +180,6 @@ def test_sigstop_stops_the_dead_man_signal_and_real_silence_is_stopped(paused: P
 
 
 @pytest.mark.hazard("H-04")
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: after a pause > 300 ms every procedure is safe-stopped at once. runner._loop "
-    "ticks the engine at the arrival of the batch carrying the Deaf item BEFORE processing "
-    "it (`eng.tick(b.received)` then `_process(b)`), so the frozen silence deadlines fire "
-    "before exclude_deaf() can move them; log: SAFE-STOP ... STOP-ALIVE: console heartbeat "
-    "silent for 300 ms, then 'monitor was deaf for 1507 ms'"))
 def test_sigstop_gives_no_false_stop_and_counts_only_audible_silence(paused: Paused) -> None:
     obs = paused.obs
     assert not safe_stops(obs, "STOP-ALIVE"), (
