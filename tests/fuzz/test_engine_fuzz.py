@@ -70,9 +70,15 @@ def step(d: Driver, ck: Checker, act: tuple[Any, ...]) -> list[Decision]:
         proc = d.engine.procedures.get(act[1])
         state = None if proc is None else proc.latch_state()
         out = d.engine.release(act[1], d.now())
-        if state is not None:
-            out += d.engine.restore(state, d.now())
         d.decisions.extend(out)
+        # A move away and back takes time: command ids derive from the procedure's opening
+        # instant, so a re-adoption at the very same nanosecond (only a fake clock can do
+        # that) would legitimately repeat the first episode's id.
+        out += d.advance(1)
+        if state is not None:
+            restored = d.engine.restore(state, d.now())
+            d.decisions.extend(restored)
+            out += restored
         return out
     if kind == "operator":
         if act[3]:
