@@ -19,12 +19,31 @@ Publish = Callable[[list[dict[str, Any]], Callable[[dict[str, Any]], bytes]], No
 
 
 class LedgerSink:
-    def __init__(self, writer: AuditWriter, ledger: Ledger) -> None:
+    """Entries go to the ledger, then (durable) to the audit topic. If the ledger fails, they
+    go straight to the audit topic marked `"ledgered": false`, so nothing stays only in memory.
+    """
+
+    def __init__(self, writer: AuditWriter, ledger: Ledger, publish: Publish) -> None:
         self.writer = writer
         self.ledger = ledger
+        self._publish = publish
+        self._failed = False
 
     def submit(self, entry: dict[str, Any], checkpoint: bool = False) -> None:
+        if self._failed:
+            self._publish([{**entry, "ledgered": False}], encode_entry)
+            return
         self.writer.submit(entry, checkpoint=checkpoint)
+
+    def ledger_failed(self) -> None:
+        """Called once from the writer thread: mirror what it holds, then bypass it."""
+        self._failed = True  # first, so later entries cannot slip between snapshot and flag
+        held = self.writer.unwritten()
+        if held:
+            self._publish([{**e, "ledgered": False} for e in held], encode_entry)
+            log.error(
+                "%d audit entries not in the ledger were mirrored to the audit topic", len(held)
+            )
 
     def stop(self) -> None:
         self.writer.stop()
@@ -56,10 +75,17 @@ def open_ledger_sink(
         metrics.ledger_size.set(ledger.size())
         publish(entries, encode_entry)
 
+    sink: LedgerSink | None = None
+
     def failed(exc: Exception) -> None:
         metrics.ledger_failures.inc()
-        log.error("AUDIT LEDGER WRITE FAILED, entries are held in memory: %s", exc)
+        log.error(
+            "AUDIT LEDGER WRITE FAILED: %s; audit entries now go to the audit topic only", exc
+        )
+        if sink is not None:
+            sink.ledger_failed()
 
     writer = AuditWriter(ledger, on_appended=appended, on_failure=failed)
+    sink = LedgerSink(writer, ledger, publish)
     writer.start()
-    return LedgerSink(writer, ledger)
+    return sink

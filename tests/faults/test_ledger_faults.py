@@ -113,10 +113,6 @@ def test_disk_full_ledger_keeps_supervising_and_raises_the_alarm(
 
 
 @pytest.mark.hazard("H-08")
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: after a ledger write failure, audit entries are held only in the process's "
-    "memory: they are no longer mirrored to telesafe.audit (the mirror runs after a durable "
-    "append) and are discarded without a word at shutdown (AuditWriter.stop)"))
 def test_disk_full_ledger_audit_entries_still_leave_the_process(
         kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, small_fs: Path) -> None:
     with _disk_full(kafka_bootstrap, topic_prefix, tmp_path, small_fs) as run:
