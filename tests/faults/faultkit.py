@@ -140,3 +140,18 @@ def with_retries(attempt: Any, tries: int = 3) -> None:
         except Starved:
             if n == tries - 1:
                 raise
+
+
+def wait_assigned(mon: Any, timeout: float = 30.0) -> None:
+    """/readyz answers 200 once the group assigned *something*, possibly 0 partitions
+    (topics created a moment before, not yet in the consumer's metadata): wait for > 0."""
+    from tests.integration.monitorkit import http_json
+
+    deadline = time.monotonic() + timeout
+    while True:
+        _, body = http_json(mon.url + "/readyz")
+        if body.get("partitions_assigned", 0) > 0:
+            return
+        assert time.monotonic() < deadline, (
+            f"monitor ready with 0 partitions for {timeout} s:\n{mon.log()[-2000:]}")
+        time.sleep(0.1)

@@ -32,6 +32,7 @@ from tests.faults.faultkit import (
     safe_stops,
     statuses,
     verify_ledger,
+    wait_assigned,
     wait_status,
 )
 from tests.integration.monitorkit import free_port, run_monitor
@@ -69,6 +70,7 @@ def test_broker_restart_keeps_latches_and_supervision(own_broker: tuple[str, Pat
     monitor_id = f"itest-{port}"
     topics = Topics("")
     with run_monitor(bootstrap, "", tmp_path, *ledger_args(ledger, key), port=port) as mon:
+        wait_assigned(mon)
         obs = Observer(bootstrap, [topics.commands])
         latched = SiteDriver(bootstrap, "", "BR-LATCHED")
         try:

@@ -29,6 +29,7 @@ from tests.faults.faultkit import (
     metric,
     safe_stops,
     verify_ledger,
+    wait_assigned,
 )
 from tests.integration.monitorkit import MonitorProcess, http_json, run_monitor
 from tests.integration.sitekit import Observer, SiteDriver
@@ -74,6 +75,7 @@ def _disk_full(bootstrap: str, prefix: str, tmp: Path, mnt: Path) -> Iterator[Di
     site = SiteDriver(bootstrap, prefix, "DISK-1")
     try:
         with run_monitor(bootstrap, prefix, tmp, *ledger_args(ledger, key)) as mon:
+            wait_assigned(mon)
             armed(site, obs)
             time.sleep(0.5)
             _fill(mnt)

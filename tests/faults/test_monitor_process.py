@@ -23,6 +23,7 @@ from monitor.broker.topics import admin_client, ensure_topics
 from monitor.icd.topics import Topics
 from tests.faults.faultkit import (
     SAFE_STOP_DEADLINE_S,
+    STARVED_S,
     armed,
     ledger_args,
     ledger_entries,
@@ -30,6 +31,7 @@ from tests.faults.faultkit import (
     safe_stops,
     statuses,
     verify_ledger,
+    wait_assigned,
     wait_status,
 )
 from tests.integration.monitorkit import free_port, run_monitor
@@ -49,6 +51,7 @@ def test_sigkill_and_restart_keeps_the_latch_and_the_ledger(
     try:
         with run_monitor(kafka_bootstrap, topic_prefix, tmp_path, *ledger_args(ledger, key),
                          port=port) as first:
+            wait_assigned(first)
             armed(site, obs)
             site.pause("robot")
             assert obs.wait_for(lambda: safe_stops(obs, "KILL-1"), SAFE_STOP_DEADLINE_S)
@@ -62,6 +65,7 @@ def test_sigkill_and_restart_keeps_the_latch_and_the_ledger(
         site.resume("robot")
         with run_monitor(kafka_bootstrap, topic_prefix, tmp_path, *ledger_args(ledger, key),
                          port=port) as second:
+            wait_assigned(second)
             assert wait_status(obs, "KILL-1", "safe_stop_latched", 30, since=killed_at), (
                 f"latch not restored:\n{second.log()[-3000:]}")
             time.sleep(2.0)
@@ -108,9 +112,20 @@ def paused(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
     Three procedures, all armed first: STOP-ALIVE keeps both sites heartbeating throughout;
     STOP-QUIET's robot goes quiet 0.3 s into the pause; STOP-BEFORE's robot goes quiet
-    50 ms before it.
+    50 ms before it. Run again (up to 3 times) only if STOP-ALIVE was stopped AND the test's
+    own sender starved for > 250 ms (then its silence was real, the stop correct).
     """
-    tmp = tmp_path_factory.mktemp("sigstop")
+    for attempt in range(3):
+        with _pause_run(kafka_bootstrap, tmp_path_factory.mktemp("sigstop")) as run:
+            starved = max(run.gaps.values()) > STARVED_S
+            if safe_stops(run.obs, "STOP-ALIVE") and starved and attempt < 2:
+                continue
+            yield run
+            return
+
+
+@contextlib.contextmanager
+def _pause_run(kafka_bootstrap: str, tmp: Path) -> Iterator[Paused]:
     prefix = f"t{uuid.uuid4().hex[:8]}."
     ensure_topics(kafka_bootstrap, prefix=prefix)
     ledger, key = ledger_files(tmp)
@@ -120,6 +135,7 @@ def paused(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
              for pid in ("STOP-ALIVE", "STOP-QUIET", "STOP-BEFORE")}
     try:
         with run_monitor(kafka_bootstrap, prefix, tmp, *ledger_args(ledger, key)) as mon:
+            wait_assigned(mon)
             for s in sites.values():
                 armed(s, obs)
             time.sleep(0.5)

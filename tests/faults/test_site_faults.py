@@ -24,6 +24,7 @@ from tests.faults.faultkit import (
     metric,
     safe_stops,
     statuses,
+    wait_assigned,
     with_retries,
 )
 from tests.integration.monitorkit import TopicWatcher, http_json, run_monitor
@@ -47,6 +48,7 @@ def _clock_attempt(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> N
     drift = SiteDriver(kafka_bootstrap, topic_prefix, f"CLK-DRIFT-{tag}")
     try:
         with run_monitor(kafka_bootstrap, topic_prefix, tmp_path) as mon:
+            wait_assigned(mon)
             for s in (past, future, drift):
                 armed(s, obs)
             jumped = time.time()
@@ -124,6 +126,7 @@ def _flood_attempt(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> N
     n = 3000
     try:
         with run_monitor(kafka_bootstrap, topic_prefix, tmp_path) as mon:
+            wait_assigned(mon)
             armed(site, obs)
             health = []
             t0 = time.monotonic()
