@@ -7,6 +7,7 @@ and a delivery failure is counted by a callback instead of blocking the engine.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,17 @@ log = logging.getLogger("telesafe.publisher")
 Signer = Callable[[bytes], list[tuple[str, bytes]]]
 
 
+def heartbeat_json(
+    procedure_id: str, seq: int, issued_at: int, monitor_id: str, status: str
+) -> bytes:
+    """The bytes `MonitorHeartbeat(...).model_dump_json()` would give (ids are ICD-safe)."""
+    return (
+        f'{{"v":1,"type":"monitor_heartbeat","procedure_id":{json.dumps(procedure_id)},'
+        f'"seq":{seq},"issued_at":{issued_at},"monitor_id":{json.dumps(monitor_id)},'
+        f'"status":"{status}"}}'
+    ).encode()
+
+
 class Publisher:
     def __init__(
         self,
@@ -37,19 +49,31 @@ class Publisher:
         self.producer = KafkaProducer(**settings.producer_config(client_id=client_id))
 
     def command(self, cmd: SafeStop | Rearm | MonitorHeartbeat) -> None:
-        value = cmd.model_dump_json().encode()
+        self._send_command(cmd.type, cmd.procedure_id, cmd.model_dump_json().encode())
+
+    def monitor_heartbeat(
+        self, procedure_id: str, seq: int, issued_at: int, monitor_id: str, status: str
+    ) -> None:
+        """ICD §4.2, 50 times a second per procedure: encoded without building a model
+        (tests/unit/test_publisher.py keeps the bytes equal to MonitorHeartbeat's)."""
+        self._send_command(
+            "monitor_heartbeat",
+            procedure_id,
+            heartbeat_json(procedure_id, seq, issued_at, monitor_id, status),
+        )
+
+    def _send_command(self, ctype: str, procedure_id: str, value: bytes) -> None:
         headers = self.signer(value) if self.signer else []
-        ctype = cmd.type
         try:
             fut = self.producer.send(
-                self.topics.commands, key=cmd.procedure_id.encode(), value=value, headers=headers
+                self.topics.commands, key=procedure_id.encode(), value=value, headers=headers
             )
         except Exception as exc:  # buffer full or no metadata: count it, never stall the engine
             self.metrics.command_send_failures.labels(ctype).inc()
-            log.error("could not hand %s for %s to the producer: %s", ctype, cmd.procedure_id, exc)
+            log.error("could not hand %s for %s to the producer: %s", ctype, procedure_id, exc)
             return
         self.metrics.commands_sent.labels(ctype).inc()
-        fut.add_errback(self._failed, ctype, cmd.procedure_id)
+        fut.add_errback(self._failed, ctype, procedure_id)
 
     def _failed(self, exc: BaseException, ctype: str, pid: str) -> None:
         self.metrics.command_send_failures.labels(ctype).inc()

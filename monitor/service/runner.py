@@ -22,7 +22,7 @@ from monitor import __version__
 from monitor.engine.clock import MS, Clock, Instant, SystemClock
 from monitor.engine.decisions import Decision, Event, SendCommand
 from monitor.engine.engine import Engine, EngineConfig
-from monitor.icd.models import MonitorHeartbeat, Note, RearmRequest, SafeStop
+from monitor.icd.models import Note, RearmRequest, SafeStop
 from monitor.kafka.settings import KafkaSettings
 from monitor.metrics import PROCEDURE_STATES, MonitorMetrics
 from monitor.policy.loader import PackRegistry
@@ -396,15 +396,7 @@ class MonitorService:
         for pid, status in self.engine.statuses():
             seq = self._hb_seq.get(pid, -1) + 1
             self._hb_seq[pid] = seq
-            self.publisher.command(
-                MonitorHeartbeat(
-                    procedure_id=pid,
-                    seq=seq,
-                    issued_at=now.utc_ns,
-                    monitor_id=self.options.monitor_id,
-                    status=status,
-                )
-            )
+            self.publisher.monitor_heartbeat(pid, seq, now.utc_ns, self.options.monitor_id, status)
 
     def _refresh_gauges(self, now: Instant) -> None:
         m = self.metrics
