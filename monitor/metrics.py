@@ -113,7 +113,7 @@ class MonitorMetrics:
         self.stale = Counter(
             "telesafe_records_stale_total",
             "Records older than the staleness limit on arrival (no evidence of liveness).",
-            ["site", "type"],
+            ["site"],
             registry=r,
         )
         self.operator_requests = Counter(

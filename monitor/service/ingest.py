@@ -40,6 +40,7 @@ POLL_TIMEOUT_MS = 50
 # A poll running longer than this means we are not hearing the sites (its timeout is 50 ms).
 DEAF_AFTER_NS = 100_000_000
 POLL_TIMEOUT_NS = POLL_TIMEOUT_MS * 1_000_000
+HEAL_AFTER_S = 3.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -112,10 +113,35 @@ class Ingest(threading.Thread):
                 **extra,
             )
         )
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        self.subscribed_mono = time.monotonic()
         self.consumer.subscribe(
             [self.topics.telemetry_console, self.topics.telemetry_robot, self.topics.operator],
             listener=_Rebalance(self),
         )
+
+    def _heal_empty_assignment(self) -> None:
+        """Rejoin if we hold no partition although the topics have some.
+
+        Seen when the topics were created just before the monitor joined: the first
+        assignment is empty (no metadata yet) and kafka-python's follow-up rejoin can stall
+        until the coordinator evicts the member, leaving the monitor deaf to everything.
+        """
+        if self.assigned or time.monotonic() - self.subscribed_mono < HEAL_AFTER_S:
+            return
+        topic = self.topics.telemetry_robot
+        if not self.consumer.partitions_for_topic(topic):
+            return  # the topics really do not exist (yet)
+        log.warning(
+            "no partitions assigned %.0f s after joining although %s has partitions: "
+            "rejoining the group",
+            HEAL_AFTER_S,
+            topic,
+        )
+        self.consumer.unsubscribe()
+        self._subscribe()
 
     def on_assigned(self, tps: list[TopicPartition]) -> set[TopicPartition]:
         """Start partitions without a committed offset a few seconds back, not at the end.
@@ -223,6 +249,7 @@ class Ingest(threading.Thread):
                 if self.last_poll_mono - last_lag >= 1.0:
                     last_lag = self.last_poll_mono
                     self._update_lag()
+                    self._heal_empty_assignment()
         except BaseException as exc:  # the engine thread sees this and fails health
             self.error = exc
             log.exception("ingest thread stopped")

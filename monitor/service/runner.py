@@ -138,6 +138,7 @@ class MonitorService:
             target=self._engine_loop, name="telesafe-engine", daemon=True
         )
         self._hb_seq: dict[str, int] = {}
+        self._site_counts: dict[tuple[str, str, str], int] = {}
         self._deaf_limit_ns = int(packs.default.pack.heartbeat.stop_silence_ms * MS)
         self._known: set[str] = set()
         self._status_cache: dict[str, Any] = {}
@@ -373,6 +374,8 @@ class MonitorService:
 
     def _on_event(self, ev: Event) -> None:
         m, k, pid, data = self.metrics, ev.kind, ev.procedure_id, ev.data
+        if k == "procedure_ended" and pid is not None:  # final counts, before it is forgotten
+            self._count_site_records(pid, data.get("sites", {}))
         if k == "warning_raised":
             m.warnings.labels(data["rule"]).inc()
         elif k == "safe_stop_acknowledged":
@@ -392,6 +395,22 @@ class MonitorService:
             log.info("%s %s %s", k.upper(), pid or "", detail)
         self.audit.submit(self.entries.from_event(ev), checkpoint=k in CHECKPOINT_EVENTS)
 
+    def _count_site_records(self, pid: str, sites: dict[str, dict[str, Any]]) -> None:
+        """Carry the engine's per-procedure duplicate/lost/stale counts into the counters."""
+        m = self.metrics
+        for site, s in sites.items():
+            for kind, counter in (
+                ("duplicates", m.duplicates),
+                ("lost", m.lost),
+                ("stale", m.stale),
+            ):
+                now_count = int(s.get(kind) or 0)
+                key = (pid, site, kind)
+                delta = now_count - self._site_counts.get(key, 0)
+                if delta > 0:
+                    counter.labels(site).inc(delta)
+                    self._site_counts[key] = now_count
+
     def _send_heartbeats(self, now: Instant) -> None:
         for pid, status in self.engine.statuses():
             seq = self._hb_seq.get(pid, -1) + 1
@@ -404,9 +423,11 @@ class MonitorService:
         m.procedures.set(len(snap))
         for pid in self._known - snap.keys():
             m.forget_procedure(pid)
+            self._site_counts = {k: v for k, v in self._site_counts.items() if k[0] != pid}
             self._hb_seq.pop(pid, None)
         self._known = set(snap)
         for pid, p in snap.items():
+            self._count_site_records(pid, p["sites"])
             for state in PROCEDURE_STATES:
                 m.procedure_state.labels(pid, state).set(1 if p["state"] == state else 0)
             for site, s in p["sites"].items():
@@ -475,8 +496,9 @@ class MonitorService:
         }
 
     def _ready(self) -> tuple[bool, dict[str, Any]]:
+        # Ready = hearing something: an instance holding no partition supervises nothing.
         ok, detail = self._health()
-        assigned = self.ingest.assigned_event.is_set()
+        assigned = self.ingest.assigned_event.is_set() and bool(self.ingest.assigned)
         return ok and assigned, {**detail, "partitions_assigned": len(self.ingest.assigned)}
 
     def _status(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from kafka import KafkaProducer
 from monitor.audit.checkpoint import generate_key_files
 from monitor.icd.topics import Topics
 from monitor.security.signing import Signer
-from tests.integration.monitorkit import TopicWatcher, run_monitor
+from tests.integration.monitorkit import TopicWatcher, http_text, run_monitor
 
 PID = "AUTH-0001"
 
@@ -150,6 +150,12 @@ def test_signed_telemetry_forgery_and_replay(kafka_bootstrap: str, topic_prefix:
             second = [s for s in stops if s["command_id"] != stop["command_id"]]
             assert second, "a replayed heartbeat must not keep a silent robot alive"
             assert second[0]["_received_at"] - t_silent < 0.3 + 0.8
+            # The replayed copies were counted as duplicates (ICD §7: ignored and counted).
+            time.sleep(0.6)  # a gauge refresh carries the engine's counts into the counters
+            metrics = http_text(mon.url + "/metrics")
+            dup = [ln for ln in metrics.splitlines()
+                   if ln.startswith('telesafe_records_duplicate_total{site="robot"}')]
+            assert dup and float(dup[0].split()[-1]) >= 30, dup
         finally:
             sites.stop()
             watch.close()

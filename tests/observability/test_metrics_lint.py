@@ -25,7 +25,7 @@ def populated_metrics() -> MonitorMetrics:
     m.rejected.labels("telesafe.telemetry.robot", "schema").inc()
     m.duplicates.labels("console").inc()
     m.lost.labels("robot").inc(3)
-    m.stale.labels("robot", "heartbeat").inc()
+    m.stale.labels("robot").inc()
     m.operator_requests.labels("rearm_request", "accepted").inc()
     m.consumer_lag.labels("telesafe.telemetry.robot").set(0)
     m.consumer_lag_seconds.set(0.01)
