@@ -19,8 +19,14 @@ echo "== mypy --strict monitor/"
 .venv/bin/mypy monitor
 echo "== pytest"
 set +e
-.venv/bin/pytest -q -p no:cacheprovider -W ignore::DeprecationWarning "$@"
+mkdir -p out
+.venv/bin/pytest -q -p no:cacheprovider -W ignore::DeprecationWarning --junitxml=out/junit.xml "$@"
 rc=$?
 set -e
+if [ $# -eq 0 ]; then
+  echo "== safety traceability (every hazard needs a passing test)"
+  .venv/bin/telesafe safety trace --junit out/junit.xml --out out/traceability.md \
+    || { echo "test.sh: a hazard has no passing test (out/traceability.md)"; [ $rc -ne 0 ] || rc=1; }
+fi
 echo "test.sh: finished in $(( $(date +%s) - started )) s (pytest exit $rc)"
 exit $rc
