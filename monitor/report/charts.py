@@ -107,15 +107,22 @@ def _latched_spans(report: ProcedureReport) -> list[tuple[float, float]]:
 
 def _shade_stops(ax: Any, report: ProcedureReport, label: bool) -> None:
     for i, (a, b) in enumerate(_latched_spans(report)):
-        ax.axvspan(a, b, color=RED, alpha=0.07, lw=0,
-                   label="safe-stop latched" if label and i == 0 else None)
+        ax.axvspan(
+            a,
+            b,
+            color=RED,
+            alpha=0.07,
+            lw=0,
+            label="safe-stop latched" if label and i == 0 else None,
+        )
         ax.axvline(a, color=RED, lw=0.8, alpha=0.6)
 
 
 def latency_chart(report: ProcedureReport) -> str | None:
     """p50/p95 per 1 s window for control and video, with warn/stop thresholds."""
-    chans = [c for c in ("control", "video") if report.channels.get(c) and
-             report.channels[c].points]
+    chans = [
+        c for c in ("control", "video") if report.channels.get(c) and report.channels[c].points
+    ]
     if not chans:
         return None
     with _style("latency"):
@@ -127,18 +134,33 @@ def latency_chart(report: ProcedureReport) -> str | None:
             xs = [_t(report, p.t_utc_ns) for p in cs.points]
             colour = BLUE if name == "control" else TEAL
             _shade_stops(ax, report, label=True)
-            ax.plot(xs, [p.p50 for p in cs.points], color=colour, lw=1.2, alpha=0.55,
-                    marker="o", ms=2.5, label="p50")
-            ax.plot(xs, [p.p95 for p in cs.points], color=colour, lw=2.0,
-                    marker="o", ms=3, label="p95")
+            ax.plot(
+                xs,
+                [p.p50 for p in cs.points],
+                color=colour,
+                lw=1.2,
+                alpha=0.55,
+                marker="o",
+                ms=2.5,
+                label="p50",
+            )
+            ax.plot(
+                xs, [p.p95 for p in cs.points], color=colour, lw=2.0, marker="o", ms=3, label="p95"
+            )
             top = max(p.max for p in cs.points)
             if cs.warn_ms is not None:
-                ax.axhline(cs.warn_ms, color=AMBER, lw=1.2, ls=(0, (5, 3)),
-                           label=f"warn {cs.warn_ms:g} ms")
+                ax.axhline(
+                    cs.warn_ms, color=AMBER, lw=1.2, ls=(0, (5, 3)), label=f"warn {cs.warn_ms:g} ms"
+                )
                 top = max(top, cs.warn_ms)
             if cs.stop_ms is not None:
-                ax.axhline(cs.stop_ms, color=RED, lw=1.2, ls=(0, (5, 3)),
-                           label=f"safe-stop {cs.stop_ms:g} ms")
+                ax.axhline(
+                    cs.stop_ms,
+                    color=RED,
+                    lw=1.2,
+                    ls=(0, (5, 3)),
+                    label=f"safe-stop {cs.stop_ms:g} ms",
+                )
                 top = max(top, cs.stop_ms)
             ax.set_ylim(0, top * 1.12)
             ax.set_xlim(x0, x1)
@@ -172,11 +194,21 @@ def heartbeat_chart(report: ProcedureReport) -> str | None:
         pol = report.policy
         top = max(g.gap_ms for g in gaps)
         if pol is not None and pol.heartbeat_warn_ms is not None:
-            ax.axhline(pol.heartbeat_warn_ms, color=AMBER, lw=1.2, ls=(0, (5, 3)),
-                       label=f"warn {pol.heartbeat_warn_ms:g} ms")
+            ax.axhline(
+                pol.heartbeat_warn_ms,
+                color=AMBER,
+                lw=1.2,
+                ls=(0, (5, 3)),
+                label=f"warn {pol.heartbeat_warn_ms:g} ms",
+            )
         if pol is not None and pol.heartbeat_stop_ms is not None:
-            ax.axhline(pol.heartbeat_stop_ms, color=RED, lw=1.2, ls=(0, (5, 3)),
-                       label=f"safe-stop {pol.heartbeat_stop_ms:g} ms")
+            ax.axhline(
+                pol.heartbeat_stop_ms,
+                color=RED,
+                lw=1.2,
+                ls=(0, (5, 3)),
+                label=f"safe-stop {pol.heartbeat_stop_ms:g} ms",
+            )
             top = max(top, pol.heartbeat_stop_ms)
         ax.set_ylim(0, top * 1.12)
         ax.set_xlim(*_x_extent(report))
@@ -208,9 +240,13 @@ def timeline_chart(report: ProcedureReport) -> str | None:
         for i, (t, st) in enumerate(states):
             a = _t(report, t)
             b = _t(report, states[i + 1][0]) if i + 1 < len(states) else x1
-            ax.broken_barh([(a, max(b - a, 0.0))], (lane["State"] - h / 2, h),
-                           color=STATE_COLOURS.get(st, SLATE), lw=0,
-                           label=st.replace("_", " ") if st not in seen_states else None)
+            ax.broken_barh(
+                [(a, max(b - a, 0.0))],
+                (lane["State"] - h / 2, h),
+                color=STATE_COLOURS.get(st, SLATE),
+                lw=0,
+                label=st.replace("_", " ") if st not in seen_states else None,
+            )
             seen_states[st] = None
 
         # Warnings: raised → cleared (or end).
@@ -225,36 +261,70 @@ def timeline_chart(report: ProcedureReport) -> str | None:
                 spans.append((a, _t(report, it.t_utc_ns) - a))
         spans.extend((a, x1 - a) for a in open_w.values())
         if spans:
-            ax.broken_barh(spans, (lane["Warnings"] - h / 2, h), color=AMBER, alpha=0.35,
-                           lw=0)
-        raised = [_t(report, it.t_utc_ns) for it in report.timeline
-                  if it.event == "warning_raised"]
-        ax.scatter(raised, [lane["Warnings"]] * len(raised), marker="|", s=120,
-                   color=AMBER, lw=2, zorder=3)
+            ax.broken_barh(spans, (lane["Warnings"] - h / 2, h), color=AMBER, alpha=0.35, lw=0)
+        raised = [_t(report, it.t_utc_ns) for it in report.timeline if it.event == "warning_raised"]
+        ax.scatter(
+            raised, [lane["Warnings"]] * len(raised), marker="|", s=120, color=AMBER, lw=2, zorder=3
+        )
 
         # Safe-stops.
         y = lane["Safe-stops"]
         for a, b in _latched_spans(report):
             ax.broken_barh([(a, b - a)], (y - h / 2, h), color=RED, alpha=0.12, lw=0)
-        _points(ax, report, ("safe_stop_resent",), y, marker="|", s=60, color=RED, lw=1,
-                alpha=0.6)
-        _points(ax, report, ("safe_stop_issued", "command_reconciled"), y, marker="v",
-                s=70, color=RED, label="safe-stop issued")
+        _points(ax, report, ("safe_stop_resent",), y, marker="|", s=60, color=RED, lw=1, alpha=0.6)
+        _points(
+            ax,
+            report,
+            ("safe_stop_issued", "command_reconciled"),
+            y,
+            marker="v",
+            s=70,
+            color=RED,
+            label="safe-stop issued",
+        )
         _points(ax, report, ("breach_while_latched",), y, marker="x", s=40, color=RED)
-        _points(ax, report, ("safe_stop_escalated",), y, marker="*", s=110, color="#7f1d1d",
-                label="escalated")
-        _points(ax, report, ("safe_stop_acknowledged",), y, marker="o", s=46, color=GREEN,
-                edgecolors="white", linewidths=0.8, label="acknowledged")
-        _points(ax, report, ("rearm_accepted",), y, marker="D", s=40, color=BLUE,
-                label="re-armed")
+        _points(
+            ax,
+            report,
+            ("safe_stop_escalated",),
+            y,
+            marker="*",
+            s=110,
+            color="#7f1d1d",
+            label="escalated",
+        )
+        _points(
+            ax,
+            report,
+            ("safe_stop_acknowledged",),
+            y,
+            marker="o",
+            s=46,
+            color=GREEN,
+            edgecolors="white",
+            linewidths=0.8,
+            label="acknowledged",
+        )
+        _points(ax, report, ("rearm_accepted",), y, marker="D", s=40, color=BLUE, label="re-armed")
 
         # Operator lane.
         y = lane["Operator"]
         _points(ax, report, ("rearm_accepted",), y, marker="D", s=40, color=BLUE)
-        _points(ax, report, ("rearm_rejected",), y, marker="D", s=40, color="white",
-                edgecolors=BLUE, linewidths=1.2, label="re-arm rejected")
-        _points(ax, report, ("operator_note",), y, marker="s", s=36, color=VIOLET,
-                label="operator note")
+        _points(
+            ax,
+            report,
+            ("rearm_rejected",),
+            y,
+            marker="D",
+            s=40,
+            color="white",
+            edgecolors=BLUE,
+            linewidths=1.2,
+            label="re-arm rejected",
+        )
+        _points(
+            ax, report, ("operator_note",), y, marker="s", s=36, color=VIOLET, label="operator note"
+        )
 
         ax.set_yticks([lane[n] for n in _LANES], list(_LANES))
         ax.set_ylim(-0.6, len(_LANES) - 0.4)
@@ -265,14 +335,17 @@ def timeline_chart(report: ProcedureReport) -> str | None:
         ax.set_axisbelow(True)
         ax.tick_params(axis="y", length=0)
         ax.spines["left"].set_visible(False)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.02), borderaxespad=0.2,
-                  handlelength=1.2, labelspacing=0.35)
+        ax.legend(
+            loc="upper left",
+            bbox_to_anchor=(1.0, 1.02),
+            borderaxespad=0.2,
+            handlelength=1.2,
+            labelspacing=0.35,
+        )
         return _svg(fig, "Procedure timeline")
 
 
-def _points(
-    ax: Any, report: ProcedureReport, events: tuple[str, ...], y: float, **kw: Any
-) -> None:
+def _points(ax: Any, report: ProcedureReport, events: tuple[str, ...], y: float, **kw: Any) -> None:
     xs = [_t(report, it.t_utc_ns) for it in report.timeline if it.event in events]
     if not xs:
         kw.pop("label", None)

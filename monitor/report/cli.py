@@ -50,30 +50,41 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--ledger", required=True, metavar="LEDGER",
+        "--ledger",
+        required=True,
+        metavar="LEDGER",
         help="audit ledger file (SQLite) or an export bundle directory",
     )
     p.add_argument(
-        "--pubkey", required=True, metavar="KEY.pub",
+        "--pubkey",
+        required=True,
+        metavar="KEY.pub",
         help="the ledger's Ed25519 public key (PEM, raw 32 bytes or signed-note vkey)",
     )
     p.add_argument("--procedure", required=True, metavar="ID", help="procedure id to report on")
     p.add_argument(
-        "--out", metavar="FILE.html",
+        "--out",
+        metavar="FILE.html",
         help="HTML file to write (default: report-<ID>.html in the current directory, "
         "unless only --pdf is given)",
     )
     p.add_argument(
-        "--pdf", metavar="FILE.pdf",
+        "--pdf",
+        metavar="FILE.pdf",
         help="also write a PDF (needs the optional WeasyPrint extra: pip install 'telesafe[pdf]')",
     )
     p.add_argument(
-        "--run", type=_positive, metavar="N",
+        "--run",
+        type=_positive,
+        metavar="N",
         help="if the procedure id was opened more than once in the ledger, report on run N "
         "(1 = first; default: the latest)",
     )
     p.add_argument(
-        "--rules", action="append", metavar="DIR", default=[],
+        "--rules",
+        action="append",
+        metavar="DIR",
+        default=[],
         help="extra directory of policy packs, to find the pack whose content hash the ledger "
         "records (its thresholds are drawn on the charts); the shipped rules/ is always searched",
     )

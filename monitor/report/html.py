@@ -88,7 +88,12 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        ms=_ms, utc=fmt_utc, clock=_clock, value=_value, short=_short, duration=_duration,
+        ms=_ms,
+        utc=fmt_utc,
+        clock=_clock,
+        value=_value,
+        short=_short,
+        duration=_duration,
         json=lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True),
     )
     return env

@@ -160,9 +160,7 @@ def load_verified(path: str | Path, public_key: Ed25519PublicKey) -> VerifiedLed
         first = res.first_problem
         more = len(res.problems) - 1
         also = f" (and {more} more problem(s); run `telesafe audit verify`)" if more else ""
-        raise LedgerRefused(
-            f"refusing to report: ledger verification FAILED: {first}{also}"
-        )
+        raise LedgerRefused(f"refusing to report: ledger verification FAILED: {first}{also}")
     latest = res.latest
     if latest is None:  # an empty ledger verifies, but there is nothing signed to report on
         raise LedgerRefused(f"refusing to report: {p} holds no signed checkpoint")
@@ -227,9 +225,7 @@ def list_procedures(vl: VerifiedLedger) -> list[ProcedureListing]:
     out = []
     for pid, es in acc.items():
         runs = sum(1 for e in es if e.event == "procedure_opened") or 1
-        out.append(
-            ProcedureListing(pid, runs, len(es), es[0].t_utc_ns, es[-1].t_utc_ns)
-        )
+        out.append(ProcedureListing(pid, runs, len(es), es[0].t_utc_ns, es[-1].t_utc_ns))
     return sorted(out, key=lambda p: (p.first_utc_ns, p.procedure_id))
 
 
@@ -522,11 +518,7 @@ def build_report(
         if t.rule in WORKSPACE_RULES
         and t.event in ("warning_raised", "safe_stop_issued", "breach_while_latched")
     ]
-    states = [
-        (e.t_utc_ns, str(e.data.get("after")))
-        for e in es
-        if e.event == "state_changed"
-    ]
+    states = [(e.t_utc_ns, str(e.data.get("after"))) for e in es if e.event == "state_changed"]
     if not states or states[0][0] > first.t_utc_ns:
         states.insert(0, (first.t_utc_ns, "pending"))
     if policy is not None and policy.source is None:
@@ -542,8 +534,10 @@ def build_report(
             f"the procedure was re-adopted from fresh telemetry."
         )
     if ended is None:
-        notes.append("No procedure_end was recorded (the procedure was still running, or the "
-                     "monitor stopped before it ended).")
+        notes.append(
+            "No procedure_end was recorded (the procedure was still running, or the "
+            "monitor stopped before it ended)."
+        )
 
     return ProcedureReport(
         procedure_id=procedure_id,
@@ -622,8 +616,8 @@ def _policy(
             pol = e.data["policy"]
         elif e.event == "policy_applied" and isinstance(e.data.get("after"), dict):
             pol = e.data["after"]
-        elif pol is None and e.event == "procedure_opened" and isinstance(
-            e.data.get("policy"), dict
+        elif (
+            pol is None and e.event == "procedure_opened" and isinstance(e.data.get("policy"), dict)
         ):
             pol = e.data["policy"]
     if pol is None:

@@ -16,16 +16,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ssub = p.add_subparsers(dest="safety_command", required=True)
     t = ssub.add_parser(
         "trace",
-        help="hazard -> control -> tests -> last result; exit 1 if a hazard has no "
-        "passing test",
+        help="hazard -> control -> tests -> last result; exit 1 if a hazard has no passing test",
         description="Read docs/safety/hazards.yaml, find tests marked "
         "@pytest.mark.hazard(ID) under tests/, take their results from a JUnit XML "
-        "(pytest --junitxml) and write the traceability table.")
+        "(pytest --junitxml) and write the traceability table.",
+    )
     t.add_argument("--junit", type=Path, help="JUnit XML of the last test run")
     t.add_argument("--hazards", type=Path, default=ROOT / "docs/safety/hazards.yaml")
     t.add_argument("--root", type=Path, default=ROOT, help="repository root (holds tests/)")
-    t.add_argument("--out", type=Path, default=ROOT / "docs/safety/traceability.md",
-                   help="where to write the table ('-' for stdout only)")
+    t.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "docs/safety/traceability.md",
+        help="where to write the table ('-' for stdout only)",
+    )
     t.set_defaults(func=_trace)
 
 

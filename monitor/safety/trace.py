@@ -55,12 +55,17 @@ def load_hazards(path: Path) -> list[Hazard]:
     out: list[Hazard] = []
     for i, h in enumerate(items):
         try:
-            out.append(Hazard(
-                id=str(h["id"]), hazard=str(h["hazard"]).strip(), cause=str(h["cause"]).strip(),
-                severity=str(h["severity"]),
-                probability_before=str(h["probability"]["before"]),
-                probability_after=str(h["probability"]["after"]),
-                control=str(h["risk_control"]).strip()))
+            out.append(
+                Hazard(
+                    id=str(h["id"]),
+                    hazard=str(h["hazard"]).strip(),
+                    cause=str(h["cause"]).strip(),
+                    severity=str(h["severity"]),
+                    probability_before=str(h["probability"]["before"]),
+                    probability_after=str(h["probability"]["after"]),
+                    control=str(h["risk_control"]).strip(),
+                )
+            )
         except (KeyError, TypeError) as exc:
             raise HazardLogError(f"{path}: hazards[{i}]: missing or bad field {exc}") from exc
     ids = [h.id for h in out]
@@ -78,8 +83,10 @@ def _hazard_ids(dec: ast.expr) -> list[str]:
     if not (isinstance(f, ast.Attribute) and f.attr == "hazard"):
         return []
     inner = f.value
-    if not ((isinstance(inner, ast.Attribute) and inner.attr == "mark")
-            or (isinstance(inner, ast.Name) and inner.id == "mark")):
+    if not (
+        (isinstance(inner, ast.Attribute) and inner.attr == "mark")
+        or (isinstance(inner, ast.Name) and inner.id == "mark")
+    ):
         return []
     return [a.value for a in dec.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
 
@@ -94,8 +101,9 @@ def scan_tests(root: Path, tests_dir: str = "tests") -> list[TestRef]:
             continue
         rel = file.relative_to(root).as_posix()
         for node in ast.walk(tree):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and \
-                    node.name.startswith("test"):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith(
+                "test"
+            ):
                 ids = [i for d in node.decorator_list for i in _hazard_ids(d)]
                 if ids:
                     out.append(TestRef(rel, node.name, ids))
@@ -140,12 +148,14 @@ class Row:
         return any(r == PASSED for _, r in self.tests)
 
 
-def build(hazards: list[Hazard], tests: list[TestRef],
-          results: dict[str, str] | None) -> tuple[list[Row], list[str]]:
+def build(
+    hazards: list[Hazard], tests: list[TestRef], results: dict[str, str] | None
+) -> tuple[list[Row], list[str]]:
     """Rows per hazard, and problems (unknown hazard ids named by tests)."""
     known = {h.id for h in hazards}
-    problems = [f"{t.nodeid} names unknown hazard {i}" for t in tests for i in t.hazards
-                if i not in known]
+    problems = [
+        f"{t.nodeid} names unknown hazard {i}" for t in tests for i in t.hazards if i not in known
+    ]
     rows = []
     for h in hazards:
         mine = [t for t in tests if h.id in t.hazards]
@@ -175,18 +185,20 @@ def render(rows: list[Row], problems: list[str], junit: str | None) -> str:
         lines.append(
             f"| **{h.id}** {_cell(h.hazard)} | {h.severity} | {h.probability_before} → "
             f"{h.probability_after} | {_cell(h.control)} | {tests} | "
-            f"{'yes' if r.verified else '**NO**'} |")
+            f"{'yes' if r.verified else '**NO**'} |"
+        )
     lines += ["", "## Summary", ""]
     bad = [r.hazard.id for r in rows if not r.verified]
-    lines.append(f"{len(rows) - len(bad)} of {len(rows)} hazards have at least one passing "
-                 "test." + (f" Not verified: {', '.join(bad)}." if bad else ""))
+    lines.append(
+        f"{len(rows) - len(bad)} of {len(rows)} hazards have at least one passing "
+        "test." + (f" Not verified: {', '.join(bad)}." if bad else "")
+    )
     for p in problems:
         lines.append(f"- problem: {p}")
     return "\n".join(lines) + "\n"
 
 
-def trace(root: Path, hazards_path: Path, junit: Path | None,
-          out: Path | None) -> tuple[int, str]:
+def trace(root: Path, hazards_path: Path, junit: Path | None, out: Path | None) -> tuple[int, str]:
     """Write the table; exit status 0 only if every hazard has a passing test."""
     hazards = load_hazards(hazards_path)
     tests = scan_tests(root)
