@@ -71,7 +71,8 @@ class KafkaSettings:
         return cfg | overrides
 
 
-def _env(name: str, default: str | None = None) -> str | None:
+def env(name: str, default: str | None = None) -> str | None:
+    """A TELESAFE_* environment variable: the default of a command-line flag."""
     return os.environ.get(name, default)
 
 
@@ -80,33 +81,33 @@ def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Kafka connection (flags override TELESAFE_* environment)")
     g.add_argument(
         "--bootstrap",
-        default=_env("TELESAFE_BOOTSTRAP", "127.0.0.1:9092"),
+        default=env("TELESAFE_BOOTSTRAP", "127.0.0.1:9092"),
         help="bootstrap servers, comma-separated (env TELESAFE_BOOTSTRAP; default %(default)s)",
     )
     g.add_argument(
         "--topic-prefix",
-        default=_env("TELESAFE_TOPIC_PREFIX", ""),
+        default=env("TELESAFE_TOPIC_PREFIX", ""),
         help="prefix added to every ICD topic name (env TELESAFE_TOPIC_PREFIX)",
     )
     g.add_argument(
         "--security-protocol",
         choices=SECURITY_PROTOCOLS,
-        default=_env("TELESAFE_SECURITY_PROTOCOL", "PLAINTEXT"),
+        default=env("TELESAFE_SECURITY_PROTOCOL", "PLAINTEXT"),
         help="env TELESAFE_SECURITY_PROTOCOL (default %(default)s)",
     )
-    g.add_argument("--ssl-cafile", default=_env("TELESAFE_SSL_CAFILE"), help="CA bundle (PEM)")
-    g.add_argument("--ssl-certfile", default=_env("TELESAFE_SSL_CERTFILE"), help="client cert")
-    g.add_argument("--ssl-keyfile", default=_env("TELESAFE_SSL_KEYFILE"), help="client key")
+    g.add_argument("--ssl-cafile", default=env("TELESAFE_SSL_CAFILE"), help="CA bundle (PEM)")
+    g.add_argument("--ssl-certfile", default=env("TELESAFE_SSL_CERTFILE"), help="client cert")
+    g.add_argument("--ssl-keyfile", default=env("TELESAFE_SSL_KEYFILE"), help="client key")
     g.add_argument(
         "--sasl-mechanism",
         choices=SASL_MECHANISMS,
-        default=_env("TELESAFE_SASL_MECHANISM"),
+        default=env("TELESAFE_SASL_MECHANISM"),
         help="env TELESAFE_SASL_MECHANISM",
     )
-    g.add_argument("--sasl-username", default=_env("TELESAFE_SASL_USERNAME"))
+    g.add_argument("--sasl-username", default=env("TELESAFE_SASL_USERNAME"))
     g.add_argument(
         "--sasl-password",
-        default=_env("TELESAFE_SASL_PASSWORD"),
+        default=env("TELESAFE_SASL_PASSWORD"),
         help="prefer the environment variable TELESAFE_SASL_PASSWORD over the flag",
     )
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.audit.checkpoint import KeyFileError
-from monitor.kafka.settings import add_kafka_arguments, settings_from_args
+from monitor.kafka.settings import add_kafka_arguments, env, settings_from_args
 from monitor.metrics import MonitorMetrics
 from monitor.policy.loader import PackRegistry, PolicyError
 from monitor.security.signing import Keyring, Signer
@@ -24,10 +23,6 @@ from monitor.service.audit_sink import AuditSink, KafkaMirrorSink
 from monitor.service.runner import MonitorOptions, MonitorService
 
 log = logging.getLogger("telesafe.monitor")
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,58 +38,58 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g = p.add_argument_group("monitor")
     g.add_argument(
         "--monitor-id",
-        default=_env("TELESAFE_MONITOR_ID", "telesafe-1"),
+        default=env("TELESAFE_MONITOR_ID", "telesafe-1"),
         help="this instance's id, in every command (env TELESAFE_MONITOR_ID)",
     )
     g.add_argument(
         "--group-id",
-        default=_env("TELESAFE_GROUP_ID", "telesafe-monitor"),
+        default=env("TELESAFE_GROUP_ID", "telesafe-monitor"),
         help="Kafka consumer group shared by all instances (default %(default)s)",
     )
     g.add_argument(
         "--group-instance-id",
-        default=_env("TELESAFE_GROUP_INSTANCE_ID"),
+        default=env("TELESAFE_GROUP_INSTANCE_ID"),
         help="static group membership id (e.g. the pod name)",
     )
     g.add_argument(
         "--rules",
-        default=_env("TELESAFE_RULES"),
+        default=env("TELESAFE_RULES"),
         help="directory of policy packs (*.yaml); default: the shipped rules/",
     )
     g.add_argument(
         "--default-pack",
-        default=_env("TELESAFE_DEFAULT_PACK", "default"),
+        default=env("TELESAFE_DEFAULT_PACK", "default"),
         help="pack for procedures that name none (default %(default)s)",
     )
     g.add_argument(
         "--operators",
-        default=_env("TELESAFE_OPERATORS"),
+        default=env("TELESAFE_OPERATORS"),
         help="comma-separated operator ids allowed to re-arm, or @FILE with one per "
         "line; if unset any operator id is accepted (development only; logged)",
     )
-    g.add_argument("--http-host", default=_env("TELESAFE_HTTP_HOST", "127.0.0.1"))
+    g.add_argument("--http-host", default=env("TELESAFE_HTTP_HOST", "127.0.0.1"))
     g.add_argument(
         "--http-port",
         type=int,
-        default=int(_env("TELESAFE_HTTP_PORT", "9108") or 9108),
+        default=int(env("TELESAFE_HTTP_PORT", "9108") or 9108),
         help="port for /metrics, /healthz, /readyz, /status (0: any free port)",
     )
     g.add_argument(
         "--ledger",
-        default=_env("TELESAFE_LEDGER"),
+        default=env("TELESAFE_LEDGER"),
         help="audit ledger (SQLite) path; without it audit entries are only mirrored "
         "to the audit topic",
     )
     g.add_argument(
         "--signing-key",
-        default=_env("TELESAFE_SIGNING_KEY"),
+        default=env("TELESAFE_SIGNING_KEY"),
         help="Ed25519 private key for ledger checkpoints (and commands)",
     )
     sec = p.add_argument_group("ICD §8 authentication")
     sec.add_argument(
         "--trust-key",
         action="append",
-        default=[k for k in (_env("TELESAFE_TRUST_KEYS") or "").split(",") if k],
+        default=[k for k in (env("TELESAFE_TRUST_KEYS") or "").split(",") if k],
         metavar="WHO:NAME=KEY.pub",
         help="accept records signed by this key; WHO is console, robot or operator (for "
         "operators NAME must equal the operator_id). Once a key is set for WHO, its unsigned "
@@ -103,7 +98,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     sec.add_argument(
         "--command-key",
-        default=_env("TELESAFE_COMMAND_KEY"),
+        default=env("TELESAFE_COMMAND_KEY"),
         metavar="NAME=KEY",
         help="sign every command with this Ed25519 private key (env TELESAFE_COMMAND_KEY)",
     )
@@ -123,7 +118,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     g.add_argument(
         "--log-level",
-        default=_env("TELESAFE_LOG_LEVEL", "INFO"),
+        default=env("TELESAFE_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
     )
     p.set_defaults(func=run)

@@ -421,11 +421,17 @@ class MonitorService:
         m = self.metrics
         snap = self.engine.snapshot(now)
         m.procedures.set(len(snap))
-        for pid in self._known - snap.keys():
+        gone = self._known - snap.keys()
+        for pid in gone:
             m.forget_procedure(pid)
-            self._site_counts = {k: v for k, v in self._site_counts.items() if k[0] != pid}
             self._hb_seq.pop(pid, None)
+        if gone:
+            self._site_counts = {k: v for k, v in self._site_counts.items() if k[0] not in gone}
         self._known = set(snap)
+        # Label children that should exist now; stale ones are removed in one pass below
+        # (not one scan per procedure: this runs on the engine thread).
+        want_warn: set[tuple[str, str]] = set()
+        want_latch: set[tuple[str, str]] = set()
         for pid, p in snap.items():
             self._count_site_records(pid, p["sites"])
             for state in PROCEDURE_STATES:
@@ -446,23 +452,23 @@ class MonitorService:
                     m.workspace_margin.labels(pid, arm).set(a["margin_mm"] / 1e3)
                 if a["speed_mm_s"] is not None:
                     m.tool_speed.labels(pid, arm).set(a["speed_mm_s"] / 1e3)
-            active = set(p["warnings"])
-            for labels in list(m.warning_active._metrics):
-                if labels[0] == pid and not any(w.startswith(labels[1] + ":") for w in active):
-                    m.warning_active.remove(*labels)
-            for w in active:
-                m.warning_active.labels(pid, w.split(":", 1)[0]).set(1)
+            for w in p["warnings"]:
+                rule = w.split(":", 1)[0]
+                want_warn.add((pid, rule))
+                m.warning_active.labels(pid, rule).set(1)
             latch = p["latch"]
-            for labels in list(m.safe_stop_latched._metrics):
-                if labels[0] == pid and (latch is None or labels[1] != latch["rule"]):
-                    m.safe_stop_latched.remove(*labels)
             if latch is None:
                 m.safe_stop_unacked.labels(pid).set(0)
                 m.safe_stop_escalated.labels(pid).set(0)
             else:
+                want_latch.add((pid, latch["rule"]))
                 m.safe_stop_latched.labels(pid, latch["rule"]).set(1)
                 m.safe_stop_unacked.labels(pid).set(1 if latch["ack"] is None else 0)
                 m.safe_stop_escalated.labels(pid).set(1 if latch["escalated"] else 0)
+        for gauge, want in ((m.warning_active, want_warn), (m.safe_stop_latched, want_latch)):
+            for labels in list(gauge._metrics):
+                if labels not in want:
+                    gauge.remove(*labels)
         stats = getattr(self.audit, "stats", None)
         if stats is not None:
             st = stats()
