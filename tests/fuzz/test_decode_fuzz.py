@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from monitor.icd.decode import Rejection, decode_operator, decode_telemetry
-from tests.fuzz.fuzzkit import budget
+from tests.fuzz.fuzzkit import budget, current
 
 PID = "LDN-GIB-0001"
 CLOCK = {"source": "ptp", "offset_ns": -12000, "max_error_ns": 100000}
@@ -102,8 +102,15 @@ def _encode(obj: Any) -> bytes:
        site=st.sampled_from(["console", "robot"]))
 def test_arbitrary_bytes_never_raise(value: bytes | None, key: bytes | None,
                                      site: str) -> None:
-    check(decode_telemetry(value, key, site))  # type: ignore[arg-type]
-    check(decode_operator(value, key))
+    t = current()
+    t.example()
+    t.inputs += 1  # one byte string, handed to both decoders
+    res = decode_telemetry(value, key, site)  # type: ignore[arg-type]
+    t.decode("decode_telemetry", res)
+    check(res)
+    res = decode_operator(value, key)
+    t.decode("decode_operator", res)
+    check(res)
 
 
 @pytest.mark.hazard("H-06")
@@ -111,7 +118,11 @@ def test_arbitrary_bytes_never_raise(value: bytes | None, key: bytes | None,
 @given(obj=mutated(TELEMETRY), site=st.sampled_from(["console", "robot"]),
        key=st.sampled_from([PID.encode(), b"other", None]))
 def test_mutated_telemetry(obj: dict[str, Any], site: str, key: bytes | None) -> None:
+    t = current()
+    t.example()
+    t.inputs += 1
     res = decode_telemetry(_encode(obj), key, site)  # type: ignore[arg-type]
+    t.decode("decode_telemetry", res)
     check(res)
     if not isinstance(res, Rejection):
         # Accepted: consistent with its topic and key, free of NaN/Infinity, and stable.
@@ -126,7 +137,11 @@ def test_mutated_telemetry(obj: dict[str, Any], site: str, key: bytes | None) ->
 @budget(1000)
 @given(obj=mutated(OPERATOR), key=st.sampled_from([PID.encode(), b"other", None]))
 def test_mutated_operator_requests(obj: dict[str, Any], key: bytes | None) -> None:
+    t = current()
+    t.example()
+    t.inputs += 1
     res = decode_operator(_encode(obj), key)
+    t.decode("decode_operator", res)
     check(res)
     if not isinstance(res, Rejection):
         assert key == res.procedure_id.encode()

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from monitor.engine.clock import MS, Instant
 from monitor.engine.decisions import Decision
 from monitor.engine.engine import EngineConfig
-from tests.fuzz.fuzzkit import budget
+from tests.fuzz.fuzzkit import budget, current
 from tests.unit.enginekit import Driver
 from tests.unit.test_engine_properties import PIDS, SITES, Checker, action, run
 
@@ -103,12 +103,15 @@ def invariants(d: Driver) -> None:
 @budget(300)
 @given(actions=st.lists(adversarial, min_size=1, max_size=60))
 def test_engine_survives_adversarial_sequences(actions: list[tuple[Any, ...]]) -> None:
+    t = current()
+    t.example()
     d = Driver(config=EngineConfig(monitor_id="fuzz", operators=frozenset({"op-1"})))
     ck = Checker()
     for p in PIDS:
         d.start(pid=p)
         d.heartbeats(pid=p)
     for act in actions:
+        t.action(act[0])
         before = dict(d.engine.statuses())
         out = step(d, ck, act)
         ck.check(before, d, out)
