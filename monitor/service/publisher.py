@@ -16,6 +16,7 @@ from kafka import KafkaProducer
 
 from monitor.icd.models import MonitorHeartbeat, Rearm, SafeStop
 from monitor.icd.topics import Topics
+from monitor.kafka.partitioner import MemoPartitioner
 from monitor.kafka.settings import KafkaSettings
 from monitor.metrics import MonitorMetrics
 
@@ -46,7 +47,9 @@ class Publisher:
         self.topics = Topics(settings.topic_prefix)
         self.metrics = metrics
         self.signer = signer
-        self.producer = KafkaProducer(**settings.producer_config(client_id=client_id))
+        self.producer = KafkaProducer(
+            **settings.producer_config(client_id=client_id, partitioner=MemoPartitioner())
+        )
 
     def command(self, cmd: SafeStop | Rearm | MonitorHeartbeat) -> None:
         self._send_command(cmd.type, cmd.procedure_id, cmd.model_dump_json().encode())
