@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kafka import KafkaProducer
@@ -54,18 +54,25 @@ class Publisher:
     def command(self, cmd: SafeStop | Rearm | MonitorHeartbeat) -> None:
         self._send_command(cmd.type, cmd.procedure_id, cmd.model_dump_json().encode())
 
-    def monitor_heartbeat(
-        self, procedure_id: str, seq: int, issued_at: int, monitor_id: str, status: str
+    def monitor_heartbeats(
+        self, beats: Sequence[tuple[str, int, str]], issued_at: int, monitor_id: str
     ) -> None:
-        """ICD §4.2, 50 times a second per procedure: encoded without building a model
-        (tests/unit/test_publisher.py keeps the bytes equal to MonitorHeartbeat's)."""
-        self._send_command(
-            "monitor_heartbeat",
-            procedure_id,
-            heartbeat_json(procedure_id, seq, issued_at, monitor_id, status),
-        )
+        """ICD §4.2, 50 times a second per procedure: (procedure_id, seq, status) each,
+        encoded without building a model (tests/unit/test_publisher.py keeps the bytes equal
+        to MonitorHeartbeat's), counted once per burst."""
+        sent = 0
+        for procedure_id, seq, status in beats:
+            value = heartbeat_json(procedure_id, seq, issued_at, monitor_id, status)
+            if self._hand_over("monitor_heartbeat", procedure_id, value):
+                sent += 1
+        if sent:
+            self.metrics.commands_sent.labels("monitor_heartbeat").inc(sent)
 
     def _send_command(self, ctype: str, procedure_id: str, value: bytes) -> None:
+        if self._hand_over(ctype, procedure_id, value):
+            self.metrics.commands_sent.labels(ctype).inc()
+
+    def _hand_over(self, ctype: str, procedure_id: str, value: bytes) -> bool:
         headers = self.signer(value) if self.signer else []
         try:
             fut = self.producer.send(
@@ -74,9 +81,9 @@ class Publisher:
         except Exception as exc:  # buffer full or no metadata: count it, never stall the engine
             self.metrics.command_send_failures.labels(ctype).inc()
             log.error("could not hand %s for %s to the producer: %s", ctype, procedure_id, exc)
-            return
-        self.metrics.commands_sent.labels(ctype).inc()
+            return False
         fut.add_errback(self._failed, ctype, procedure_id)
+        return True
 
     def _failed(self, exc: BaseException, ctype: str, pid: str) -> None:
         self.metrics.command_send_failures.labels(ctype).inc()

@@ -412,10 +412,14 @@ class MonitorService:
                     self._site_counts[key] = now_count
 
     def _send_heartbeats(self, now: Instant) -> None:
+        beats = []
+        seqs = self._hb_seq
         for pid, status in self.engine.statuses():
-            seq = self._hb_seq.get(pid, -1) + 1
-            self._hb_seq[pid] = seq
-            self.publisher.monitor_heartbeat(pid, seq, now.utc_ns, self.options.monitor_id, status)
+            seq = seqs.get(pid, -1) + 1
+            seqs[pid] = seq
+            beats.append((pid, seq, status))
+        if beats:
+            self.publisher.monitor_heartbeats(beats, now.utc_ns, self.options.monitor_id)
 
     def _refresh_gauges(self, now: Instant) -> None:
         m = self.metrics
