@@ -19,6 +19,7 @@ from monitor.kafka.settings import add_kafka_arguments, env, settings_from_args
 from monitor.metrics import MonitorMetrics
 from monitor.policy.loader import PackRegistry, PolicyError
 from monitor.security.signing import Keyring, Signer
+from monitor.service import heap
 from monitor.service.audit_sink import AuditSink, KafkaMirrorSink
 from monitor.service.runner import MonitorOptions, MonitorService
 
@@ -226,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
+    log.info("heap settled: %d start-up objects frozen out of GC scans", heap.settle())
     svc.start()
     try:
         while not done.wait(1.0):
