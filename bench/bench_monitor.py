@@ -244,6 +244,17 @@ class Monitor:
             out[name] += val
         return out
 
+    def detection_buckets(self) -> dict[str, list[tuple[float, float]]]:
+        """telesafe_detection_latency_seconds buckets per kind: [(le, cumulative count)]."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+        out: dict[str, list[tuple[float, float]]] = {}
+        for m in re.finditer(r'^telesafe_detection_latency_seconds_bucket\{kind="([a-z]+)",'
+                             r'le="([^"]+)"\} ([0-9.eE+-]+)$', text, re.M):
+            le = float("inf") if m.group(2) == "+Inf" else float(m.group(2))
+            out.setdefault(m.group(1), []).append((le, float(m.group(3))))
+        return out
+
     def cpu_s(self) -> float:
         f = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
@@ -557,7 +568,10 @@ def load_step(bootstrap: str, workdir: Path, procedures: int, seconds: float,
 
             res["one_hop_now"] = summary_ms(one_hop(bootstrap, Topics(prefix).deadletter,
                                                     300, 0.002))
+            before = mon.detection_buckets()
             res["detection"] = run_trials(bootstrap, prefix, trials)
+            res["detection"]["monitor_internal"] = internal_share(before,
+                                                                  mon.detection_buckets())
         if profile_s and shutil.which("py-spy", path=str(Path(sys.executable).parent)):
             res["profile"] = pyspy(mon.pid, profile_s, workdir, f"load{procedures}")
         remaining = t_start + seconds - time.perf_counter()
@@ -573,6 +587,29 @@ def load_step(bootstrap: str, workdir: Path, procedures: int, seconds: float,
         res["monitor"]["vm_rss_mb"] = round(mon.status_kb("VmRSS") / 1024, 1)
         res["load_average"] = os.getloadavg()
         return res
+
+
+def internal_share(before: dict[str, list[tuple[float, float]]],
+                   after: dict[str, list[tuple[float, float]]]) -> dict[str, Any]:
+    """The monitor's own part of detection, from its histogram over the trials: breach
+    (record receipt, or a timer's deadline) to the safe-stop handed to the producer.
+    Quantiles are bucket upper bounds (le), so they over-state, never under-state."""
+    out: dict[str, Any] = {}
+    kinds = {"record": "breach", "deadline": "silence"}
+    for kind, label in kinds.items():
+        old = dict(before.get(kind, []))
+        rows = [(le, n - old.get(le, 0.0)) for le, n in after.get(kind, [])]
+        total = rows[-1][1] if rows else 0.0
+        if not total:
+            continue
+
+        def q(p: float, rows: list[tuple[float, float]] = rows, total: float = total) -> Any:
+            le = next(le for le, n in rows if n >= p * total)
+            return None if le == float("inf") else round(le * 1e3, 3)
+
+        out[label] = {"n": int(total), "p50_le_ms": q(0.5), "p99_le_ms": q(0.99),
+                      "max_le_ms": q(1.0)}
+    return out
 
 
 def pyspy(pid: int, seconds: float, workdir: Path, name: str) -> dict[str, Any]:
@@ -672,7 +709,8 @@ def main() -> int:
                 det[cond] = st
                 d = st["detection"]
                 print(f"detection {cond}: one hop now {st['one_hop_now']} breach "
-                      f"{d['breach']} silence {d['silence']}", flush=True)
+                      f"{d['breach']} silence {d['silence']} monitor's own part "
+                      f"{d['monitor_internal']}", flush=True)
             res["detection"] = det
         if "scaling" in only:
             sc = []
