@@ -246,10 +246,14 @@ class Monitor:
 
     def detection_buckets(self) -> dict[str, list[tuple[float, float]]]:
         """telesafe_detection_latency_seconds buckets per kind: [(le, cumulative count)]."""
+        return self.buckets("telesafe_detection_latency_seconds", "kind")
+
+    def buckets(self, name: str, label: str) -> dict[str, list[tuple[float, float]]]:
+        """A histogram's buckets per value of its one label: [(le, cumulative count)]."""
         with urllib.request.urlopen(self.url + "/metrics", timeout=5) as r:
             text = r.read().decode()
         out: dict[str, list[tuple[float, float]]] = {}
-        for m in re.finditer(r'^telesafe_detection_latency_seconds_bucket\{kind="([a-z]+)",'
+        for m in re.finditer(rf'^{name}_bucket\{{{label}="([^"]+)",'
                              r'le="([^"]+)"\} ([0-9.eE+-]+)$', text, re.M):
             le = float("inf") if m.group(2) == "+Inf" else float(m.group(2))
             out.setdefault(m.group(1), []).append((le, float(m.group(3))))
@@ -583,6 +587,8 @@ def load_step(bootstrap: str, workdir: Path, procedures: int, seconds: float,
         sampler.stop()
         # steady state: skip the first 2 s (join, procedures opening) and the tail
         res["monitor"] = sampler.window(t_start + 2.0, t_end)
+        res["monitor"]["gc_pauses"] = gc_pauses(mon.buckets("telesafe_gc_pause_seconds",
+                                                            "generation"))
         res["monitor"]["vm_hwm_mb"] = round(mon.status_kb("VmHWM") / 1024, 1)
         res["monitor"]["vm_rss_mb"] = round(mon.status_kb("VmRSS") / 1024, 1)
         res["load_average"] = os.getloadavg()
@@ -609,6 +615,19 @@ def internal_share(before: dict[str, list[tuple[float, float]]],
 
         out[label] = {"n": int(total), "p50_le_ms": q(0.5), "p99_le_ms": q(0.99),
                       "max_le_ms": q(1.0)}
+    return out
+
+
+def gc_pauses(buckets: dict[str, list[tuple[float, float]]]) -> dict[str, Any]:
+    """Collector pauses over the monitor's life, per generation: count and the bucket
+    bound (le) holding the longest; the GIL is held throughout each one."""
+    out: dict[str, Any] = {}
+    for gen, rows in sorted(buckets.items()):
+        total = rows[-1][1] if rows else 0.0
+        longest = next((le for le, n in rows if n >= total), None) if total else None
+        over_10 = total - next((n for le, n in rows if le >= 0.010), total)
+        out[gen] = {"n": int(total), "max_le_ms": None if longest in (None, float("inf"))
+                    else round(longest * 1e3, 1), "over_10ms": int(over_10)}
     return out
 
 
@@ -722,6 +741,7 @@ def main() -> int:
                 m, d = st["monitor"], st["detection"]
                 print(f"scaling {n:4d}: recv {m.get('received_per_s')}/s hwm {m['vm_hwm_mb']} MB"
                       f" cpu {m.get('cpu_cores')} hb/s {m.get('monitor_heartbeats_per_s')} "
+                      f"gc {m.get('gc_pauses')} "
                       f"breach p99 {d['breach']['p99_ms']} silence p99 {d['silence']['p99_ms']}"
                       f" {st.get('profile', {}).get('share', '')}", flush=True)
             res["scaling"] = sc

@@ -53,6 +53,7 @@ DETECTION_BUCKETS_S = (
     0.500,
     1.0,
 )
+GC_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.010, 0.020, 0.050, 0.100, 0.200)
 ACK_BUCKETS_S = (0.005, 0.010, 0.020, 0.050, 0.100, 0.200, 0.300, 0.500, 1.0, 2.0, 5.0)
 
 PROCEDURE_STATES = ("pending", "armed", "warning", "safe_stop_latched", "safe_stopped", "ended")
@@ -255,6 +256,14 @@ class MonitorMetrics:
         self.engine_loop_lag = Gauge(
             "telesafe_engine_timer_lag_seconds",
             "How late the engine thread ran its last due timer.",
+            registry=r,
+        )
+        self.gc_pause = Histogram(
+            "telesafe_gc_pause_seconds",
+            "Pauses of the cyclic garbage collector (it holds the GIL: no thread runs), "
+            "by generation.",
+            ["generation"],
+            buckets=GC_BUCKETS_S,
             registry=r,
         )
 

@@ -228,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     log.info("heap settled: %d start-up objects frozen out of GC scans", heap.settle())
+    heap.observe_pauses(metrics.gc_pause)
     svc.start()
     try:
         while not done.wait(1.0):

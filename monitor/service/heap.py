@@ -13,6 +13,9 @@ threshold stays at CPython's default: a young collection's pause grows with it.
 from __future__ import annotations
 
 import gc
+import time
+from collections.abc import Callable
+from typing import Any
 
 # Full collections after this many middle-generation collections (CPython's default: 10).
 OLD_THRESHOLD = 100
@@ -26,3 +29,22 @@ def settle() -> int:
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, OLD_THRESHOLD)
     return gc.get_freeze_count()
+
+
+def observe_pauses(histogram: Any) -> Callable[[], None]:
+    """Time every collection into `histogram` (labelled by generation); returns the undo.
+
+    The callback runs inside the collector, with the GIL, so it only reads a clock and
+    observes into a child resolved beforehand.
+    """
+    children = [histogram.labels(str(g)) for g in range(3)]
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            children[min(info["generation"], 2)].observe(time.perf_counter() - started[0])
+
+    gc.callbacks.append(callback)
+    return lambda: gc.callbacks.remove(callback)

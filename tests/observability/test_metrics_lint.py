@@ -53,6 +53,7 @@ def populated_metrics() -> MonitorMetrics:
     m.commands_sent.labels("safe_stop").inc()
     m.command_send_failures.labels("safe_stop").inc(0)
     m.engine_loop_lag.set(0.0001)
+    m.gc_pause.labels("2").observe(0.003)
     m.ledger_appends.inc()
     m.ledger_size.set(1)
     m.ledger_checkpoint_time.set(1_700_000_000)
