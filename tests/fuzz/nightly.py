@@ -92,7 +92,8 @@ def merge(work: Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:
             t["inputs"] += res["inputs"]
             t["examples"] += res["examples"]
             t["duration_s"] = round(t.get("duration_s", 0.0) + res["duration_s"], 3)
-            _merge_decoders(t.setdefault("decoders", {}), res.get("decoders", {}))
+            if "decoders" in res:
+                _merge_decoders(t.setdefault("decoders", {}), res["decoders"])
             if "actions" in res:
                 t.setdefault("actions", Counter()).update(res["actions"])
         if rep:
