@@ -436,43 +436,44 @@ class MonitorService:
         # (not one scan per procedure: this runs on the engine thread).
         want_warn: set[tuple[str, str]] = set()
         want_latch: set[tuple[str, str]] = set()
+        child = m.child
         for pid, p in snap.items():
             self._count_site_records(pid, p["sites"])
             for state in PROCEDURE_STATES:
-                m.procedure_state.labels(pid, state).set(1 if p["state"] == state else 0)
+                child(m.procedure_state, pid, state).set(1 if p["state"] == state else 0)
             for site, s in p["sites"].items():
                 if s["heartbeat_age_s"] is not None:
-                    m.heartbeat_age.labels(pid, site).set(s["heartbeat_age_s"])
+                    child(m.heartbeat_age, pid, site).set(s["heartbeat_age_s"])
                 if s["jitter_ms"] is not None:
-                    m.link_jitter.labels(pid, site).set(s["jitter_ms"] / 1e3)
+                    child(m.link_jitter, pid, site).set(s["jitter_ms"] / 1e3)
                 if s["loss_ratio"] is not None:
-                    m.link_loss.labels(pid, site).set(s["loss_ratio"])
+                    child(m.link_loss, pid, site).set(s["loss_ratio"])
             for ch, qs in p["channels"].items():
                 for q, v in qs.items():
                     if v is not None:
-                        m.latency_quantile.labels(pid, ch, q).set(v / 1e3)
+                        child(m.latency_quantile, pid, ch, q).set(v / 1e3)
             for arm, a in p["arms"].items():
                 if a["margin_mm"] is not None and a["margin_mm"] != float("inf"):
-                    m.workspace_margin.labels(pid, arm).set(a["margin_mm"] / 1e3)
+                    child(m.workspace_margin, pid, arm).set(a["margin_mm"] / 1e3)
                 if a["speed_mm_s"] is not None:
-                    m.tool_speed.labels(pid, arm).set(a["speed_mm_s"] / 1e3)
+                    child(m.tool_speed, pid, arm).set(a["speed_mm_s"] / 1e3)
             for w in p["warnings"]:
                 rule = w.split(":", 1)[0]
                 want_warn.add((pid, rule))
-                m.warning_active.labels(pid, rule).set(1)
+                child(m.warning_active, pid, rule).set(1)
             latch = p["latch"]
             if latch is None:
-                m.safe_stop_unacked.labels(pid).set(0)
-                m.safe_stop_escalated.labels(pid).set(0)
+                child(m.safe_stop_unacked, pid).set(0)
+                child(m.safe_stop_escalated, pid).set(0)
             else:
                 want_latch.add((pid, latch["rule"]))
-                m.safe_stop_latched.labels(pid, latch["rule"]).set(1)
-                m.safe_stop_unacked.labels(pid).set(1 if latch["ack"] is None else 0)
-                m.safe_stop_escalated.labels(pid).set(1 if latch["escalated"] else 0)
+                child(m.safe_stop_latched, pid, latch["rule"]).set(1)
+                child(m.safe_stop_unacked, pid).set(1 if latch["ack"] is None else 0)
+                child(m.safe_stop_escalated, pid).set(1 if latch["escalated"] else 0)
         for gauge, want in ((m.warning_active, want_warn), (m.safe_stop_latched, want_latch)):
             for labels in list(gauge._metrics):
                 if labels not in want:
-                    gauge.remove(*labels)
+                    m.remove(gauge, *labels)
         stats = getattr(self.audit, "stats", None)
         if stats is not None:
             st = stats()
