@@ -24,7 +24,9 @@ The generator batches (linger_ms=5); sent_at is the send time, so every record i
   or sends one kinematics batch with the tool outside the box (breach). A consumer on the
   commands topic stamps each first `safe_stop`. breach: arrival - send(); silence:
   arrival - last robot heartbeat - 300 ms (the overshoot). Clocks: one perf_counter.
-  Runs idle (no generator) and loaded (generator at `--loaded-procedures`).
+  400 trials by default (200 of each kind). Runs idle (no generator) and loaded: the
+  generator at the throughput knee this run found (the load of measure 2), or at
+  `--loaded-procedures` when the throughput section did not run.
 - scaling: 1, 10, 50, 200 load procedures; throughput, lag, detection trials, peak RSS
   (VmHWM) and CPU of the monitor, its monitor_heartbeat rate; at the last step a py-spy
   profile (if installed) gives the CPU share of `_send_heartbeats`.
@@ -679,8 +681,11 @@ def main() -> int:
     ap.add_argument("--only", default="throughput,detection,scaling")
     ap.add_argument("--throughput-steps", default="25,50,75,100,150,200,300")
     ap.add_argument("--scaling-steps", default="1,10,50,200")
-    ap.add_argument("--loaded-procedures", type=int, default=60)
-    ap.add_argument("--trials", type=int, default=300, help="detection trials per condition")
+    ap.add_argument("--loaded-procedures", type=int, default=60,
+                    help="load for the loaded detection step when this run did not measure "
+                         "the throughput knee (otherwise the knee's procedures are used)")
+    ap.add_argument("--trials", type=int, default=400,
+                    help="detection trials per condition, half silence and half breach")
     ap.add_argument("--profile-seconds", type=float, default=8.0)
     ap.add_argument("--out", default=str(RESULTS / "monitor.json"))
     # the generator process
@@ -722,7 +727,11 @@ def main() -> int:
             res["throughput"] = {"steps": steps, "knee": knee(steps)}
         if "detection" in only:
             det = {}
-            for cond, n in (("idle", 0), ("loaded", args.loaded_procedures)):
+            # "Under the load of (2)": the highest load this monitor kept up with, if measured.
+            knee_procs = res.get("throughput", {}).get("knee", {}).get("procedures") \
+                if "throughput" in only else None
+            loaded = knee_procs or args.loaded_procedures
+            for cond, n in (("idle", 0), ("loaded", loaded)):
                 st = load_step(args.bootstrap, workdir, n, 8.0 + trials * 0.05 + 4,
                                trials=trials)
                 det[cond] = st
