@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import IO, Any
 
@@ -181,9 +182,8 @@ def _play(
     key: Path,
     work: Path,
 ) -> int:
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-
     from monitor.icd.models import RearmRequest
+    from monitor.kafka import OFFSET_END, TopicPartition, open_consumer, open_producer
     from monitor.sim.faults import parse_spec
     from monitor.sim.runner import SimConfig, Simulation
 
@@ -197,30 +197,23 @@ def _play(
     def watch() -> None:
         import json
 
-        c = KafkaConsumer(**settings.consumer_config(client_id="telesafe-demo-watch"))
-        tps = [
-            TopicPartition(topics.commands, p)
-            for p in sorted(c.partitions_for_topic(topics.commands) or [])
-        ]
-        c.assign(tps)
-        c.seek_to_end(*tps)
-        for tp in tps:
-            c.position(tp)
+        c = open_consumer(settings, "reader", "telesafe-demo-watch")
+        parts = c.partitions_for(topics.commands, 10.0) or []
+        c.assign({TopicPartition(topics.commands, p): OFFSET_END for p in parts})
         ready.set()
         while not stop.is_set():
-            for recs in c.poll(timeout_ms=50).values():
-                for r in recs:
-                    v = json.loads(r.value)
-                    commands.append((time.time(), v))
-                    if v["type"] == "safe_stop":
-                        console.print(
-                            f"[bold red]wire    │ safe_stop {v['command_id'][:8]}… "
-                            f"rule={v['policy']['rule']} observed={v['observed']}"
-                        )
-                    elif v["type"] == "rearm":
-                        console.print(
-                            f"[green]wire    │ rearm {v['command_id'][:8]}… by {v['operator_id']}"
-                        )
+            for r in c.poll(0.05, 1000):
+                v = json.loads(r.value or b"{}")
+                commands.append((time.time(), v))
+                if v["type"] == "safe_stop":
+                    console.print(
+                        f"[bold red]wire    │ safe_stop {v['command_id'][:8]}… "
+                        f"rule={v['policy']['rule']} observed={v['observed']}"
+                    )
+                elif v["type"] == "rearm":
+                    console.print(
+                        f"[green]wire    │ rearm {v['command_id'][:8]}… by {v['operator_id']}"
+                    )
         c.close()
 
     ready = threading.Event()
@@ -239,7 +232,8 @@ def _play(
     rearm_at = args.fault_at + args.outage + 2.5
     time.sleep(rearm_at)
     console.print(f"[green]operator│ t={rearm_at:5.2f}s dr-demo requests re-arm of {pid}")
-    prod = KafkaProducer(**settings.producer_config(client_id="telesafe-demo-operator"))
+    prod = open_producer(settings, "tool", "telesafe-demo-operator")
+    latched = [c for _, c in commands if c["type"] == "safe_stop" and c["procedure_id"] == pid]
     req = RearmRequest(
         v=1,
         type="rearm_request",
@@ -247,8 +241,10 @@ def _play(
         operator_id="dr-demo",
         reason="robot link restored; surgeon confirmed view and instruments",
         requested_at=time.time_ns(),
+        command_id=latched[-1]["command_id"] if latched else "none",
+        request_id=str(uuid.uuid4()),
     )
-    prod.send(topics.operator, key=pid.encode(), value=req.model_dump_json().encode()).get(10)
+    prod.deliver(topics.operator, pid.encode(), req.model_dump_json().encode())
     prod.close()
     sim.wait()
     time.sleep(1.0)

@@ -1,13 +1,18 @@
 """The metrics catalogue: every series `/metrics` exports (documented in docs/metrics.md).
 
 Names follow Prometheus conventions: base units (seconds, metres, ratios), `_total` for
-counters, and bounded label sets. `procedure_id` is the one open-ended label; its series
-are removed when the procedure ends, so cardinality follows the procedures in progress.
+counters, and bounded label sets. `procedure_id` is the one open-ended label: those series are
+built at scrape time from the procedures in progress (monitor/service/collector.py), so
+cardinality follows them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import (
@@ -20,6 +25,8 @@ from prometheus_client import (
     Histogram,
     Info,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 # Bucket edges sit on every default policy threshold (ICD §7) so alert and dashboard
 # queries over histograms land exactly on the thresholds.
@@ -78,7 +85,6 @@ class MonitorMetrics:
         self, registry: CollectorRegistry | None = None, with_process: bool = True
     ) -> None:
         r = self.registry = registry or CollectorRegistry()
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         if with_process:
             for c in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
                 with contextlib.suppress(ValueError):  # already on this registry
@@ -133,7 +139,9 @@ class MonitorMetrics:
         )
         self.consumer_lag_seconds = Gauge(
             "telesafe_consumer_lag_seconds",
-            "Age of the newest record handed to the rules engine, by broker timestamp.",
+            "How far behind the monitor is on each partition number: the clock minus the "
+            "instant up to which it has heard all of that partition's records (0: caught up).",
+            ["partition"],
             registry=r,
         )
         self.assigned_partitions = Gauge(
@@ -148,62 +156,10 @@ class MonitorMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
-        self.latency_quantile = Gauge(
-            "telesafe_latency_window_seconds",
-            "Quantiles of the sliding 1 s latency window per procedure and channel.",
-            ["procedure_id", "channel", "percentile"],  # "quantile" is reserved for summaries
-            registry=r,
-        )
-        self.heartbeat_age = Gauge(
-            "telesafe_heartbeat_age_seconds",
-            "Time since the last fresh heartbeat of each site, on the monitor's clock.",
-            ["procedure_id", "site"],
-            registry=r,
-        )
-        self.link_jitter = Gauge(
-            "telesafe_link_jitter_seconds",
-            "Last reported link jitter.",
-            ["procedure_id", "site"],
-            registry=r,
-        )
-        self.link_loss = Gauge(
-            "telesafe_link_loss_ratio",
-            "Last reported link loss ratio.",
-            ["procedure_id", "site"],
-            registry=r,
-        )
-        self.workspace_margin = Gauge(
-            "telesafe_workspace_margin_meters",
-            "Smallest distance of each arm's tool tip to its allowed-box faces or a forbidden "
-            "zone over the last batch (negative: outside).",
-            ["procedure_id", "arm"],
-            registry=r,
-        )
-        self.tool_speed = Gauge(
-            "telesafe_tool_speed_meters_per_second",
-            "Highest tool-tip speed in the last batch.",
-            ["procedure_id", "arm"],
-            registry=r,
-        )
-
-        # Decisions
-        self.procedure_state = Gauge(
-            "telesafe_procedure_state",
-            "1 for the state each procedure is in, 0 for the others.",
-            ["procedure_id", "state"],
-            registry=r,
-        )
-        self.procedures = Gauge(
-            "telesafe_procedures_active", "Procedures monitored by this instance.", registry=r
-        )
+        # Decisions (per-procedure gauges: ProcedureCollector below, built at scrape time)
+        self.per_procedure = ProcedureCollector(r)
         self.warnings = Counter(
             "telesafe_warnings_total", "Warnings raised, by rule.", ["rule"], registry=r
-        )
-        self.warning_active = Gauge(
-            "telesafe_warning_active",
-            "1 while a warning is active.",
-            ["procedure_id", "rule"],
-            registry=r,
         )
         self.safe_stops = Counter(
             "telesafe_safe_stops_total",
@@ -211,26 +167,8 @@ class MonitorMetrics:
             ["rule"],
             registry=r,
         )
-        self.safe_stop_latched = Gauge(
-            "telesafe_safe_stop_latched",
-            "1 while a procedure is latched in safe-stop, labelled with the rule that tripped it.",
-            ["procedure_id", "rule"],
-            registry=r,
-        )
         self.safe_stop_resends = Counter(
             "telesafe_safe_stop_resends_total", "Re-sends of unacknowledged safe-stops.", registry=r
-        )
-        self.safe_stop_unacked = Gauge(
-            "telesafe_safe_stop_unacknowledged",
-            "1 while a procedure's safe-stop awaits acknowledgement.",
-            ["procedure_id"],
-            registry=r,
-        )
-        self.safe_stop_escalated = Gauge(
-            "telesafe_safe_stop_escalated",
-            "1 once a safe-stop went unacknowledged past the escalation count (page).",
-            ["procedure_id"],
-            registry=r,
         )
         self.ack_delay = Histogram(
             "telesafe_safe_stop_ack_delay_seconds",
@@ -296,35 +234,159 @@ class MonitorMetrics:
             registry=r,
         )
 
-    def child(self, metric: Any, *labels: str) -> Any:
-        """`metric.labels(*labels)`, remembered: `labels()` costs ~2 µs (a lock and a tuple),
-        and the per-procedure gauges are set for every procedure four times a second on the
-        engine thread. Remove series through `remove()` so no stale child is kept."""
-        key = (id(metric), labels)
-        c = self._children.get(key)
-        if c is None:
-            c = self._children[key] = metric.labels(*labels)
-        return c
 
-    def remove(self, metric: Any, *labels: str) -> None:
-        self._children.pop((id(metric), labels), None)
-        metric.remove(*labels)
+# -- per-procedure gauges, built when Prometheus scrapes (client_python's `collect()`) --
+# The loop thread publishes an immutable view of its procedures a few times a second; a
+# scrape turns the newest view into metric families. Nothing per procedure is set on the
+# loop thread, and the series of a procedure that is gone disappear by construction.
 
-    def forget_procedure(self, procedure_id: str) -> None:
-        """Drop a finished procedure's series so label cardinality stays bounded."""
-        for metric in (
-            self.latency_quantile,
-            self.heartbeat_age,
-            self.link_jitter,
-            self.link_loss,
-            self.workspace_margin,
-            self.tool_speed,
-            self.procedure_state,
-            self.warning_active,
-            self.safe_stop_unacked,
-            self.safe_stop_escalated,
-            self.safe_stop_latched,
-        ):
-            for labels in list(metric._metrics):
-                if labels and labels[0] == procedure_id:
-                    self.remove(metric, *labels)
+# name -> (help, labels). docs/metrics.md lists each (tests/observability/test_metrics_lint).
+SERIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "telesafe_procedures_active": ("Procedures monitored by this instance.", ()),
+    "telesafe_procedure_state": (
+        "1 for the state each procedure is in, 0 for the others.",
+        ("procedure_id", "state"),
+    ),
+    "telesafe_heartbeat_age_seconds": (
+        "Time since the last fresh heartbeat of each site, on the monitor's clock.",
+        ("procedure_id", "site"),
+    ),
+    "telesafe_heartbeat_stop_limit_seconds": (
+        "The heartbeat silence that safe-stops this procedure (its policy pack).",
+        ("procedure_id",),
+    ),
+    "telesafe_link_jitter_seconds": ("Last reported link jitter.", ("procedure_id", "site")),
+    "telesafe_link_loss_ratio": ("Last reported link loss ratio.", ("procedure_id", "site")),
+    "telesafe_latency_window_seconds": (
+        "Quantiles of the sliding 1 s latency window per procedure and channel.",
+        ("procedure_id", "channel", "percentile"),  # "quantile" is reserved for summaries
+    ),
+    "telesafe_workspace_margin_meters": (
+        "Smallest distance of each arm's tool tip to its allowed-box faces or a forbidden "
+        "zone over the last batch (negative: outside).",
+        ("procedure_id", "arm"),
+    ),
+    "telesafe_tool_speed_meters_per_second": (
+        "Highest tool-tip speed in the last batch.",
+        ("procedure_id", "arm"),
+    ),
+    "telesafe_warning_active": ("1 while a warning is active.", ("procedure_id", "rule")),
+    "telesafe_safe_stop_latched": (
+        "1 while a procedure is latched in safe-stop, labelled with the rule that tripped it.",
+        ("procedure_id", "rule"),
+    ),
+    "telesafe_safe_stop_unacknowledged": (
+        "1 while a procedure's safe-stop awaits acknowledgement.",
+        ("procedure_id",),
+    ),
+    "telesafe_safe_stop_escalated": (
+        "1 once a safe-stop went unacknowledged past the escalation count (page).",
+        ("procedure_id",),
+    ),
+    "telesafe_monitor_heartbeat_withheld": (
+        "1 while the monitor withholds this procedure's monitor_heartbeat because it has not "
+        "heard its partition for longer than the silence stop limit (it is behind).",
+        ("procedure_id",),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ProcedureView:
+    """What the loop knew about its procedures at `taken_mono` (time.monotonic_ns)."""
+
+    taken_mono: int = 0
+    procedures: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    stop_limits_s: Mapping[str, float] = field(default_factory=dict)
+    withheld: frozenset[str] = frozenset()
+
+
+class ProcedureCollector(Collector):
+    """A scrape asks the loop thread for a fresh view (it answers within one turn, a few
+    ms); if the loop does not answer within `FRESH_WAIT_S`, the scrape uses the newest view
+    it has, ages grown by the time since (a stalled loop must not look healthy)."""
+
+    FRESH_WAIT_S = 0.1
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self._view = ProcedureView()
+        self._wanted = threading.Event()
+        self._fresh = threading.Event()
+        if registry is not None:
+            registry.register(self)
+
+    def publish(self, view: ProcedureView) -> None:
+        """Called by the loop thread; a reference swap, so a scrape sees one whole view."""
+        self._view = view
+        self._wanted.clear()
+        self._fresh.set()
+
+    @property
+    def wanted(self) -> bool:
+        """The loop thread checks this every turn: a scrape is waiting for a view."""
+        return self._wanted.is_set()
+
+    @property
+    def view(self) -> ProcedureView:
+        return self._view
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # no collect() at registration time
+
+    def collect(self) -> Iterator[Metric]:
+        self._fresh.clear()
+        self._wanted.set()
+        self._fresh.wait(self.FRESH_WAIT_S)
+        v = self._view
+        fam = {
+            name: GaugeMetricFamily(name, help_, labels=list(labels))
+            for name, (help_, labels) in SERIES.items()
+        }
+        fam["telesafe_procedures_active"].add_metric([], len(v.procedures))
+        # Ages grow between views: add the time since the view was taken.
+        since_s = max(0.0, (time.monotonic_ns() - v.taken_mono) / 1e9) if v.taken_mono else 0.0
+        for pid, p in v.procedures.items():
+            for state in PROCEDURE_STATES:
+                fam["telesafe_procedure_state"].add_metric(
+                    [pid, state], 1.0 if p["state"] == state else 0.0
+                )
+            if pid in v.stop_limits_s:
+                fam["telesafe_heartbeat_stop_limit_seconds"].add_metric([pid], v.stop_limits_s[pid])
+            fam["telesafe_monitor_heartbeat_withheld"].add_metric(
+                [pid], 1.0 if pid in v.withheld else 0.0
+            )
+            for site, s in p["sites"].items():
+                if s["heartbeat_age_s"] is not None:
+                    fam["telesafe_heartbeat_age_seconds"].add_metric(
+                        [pid, site], s["heartbeat_age_s"] + since_s
+                    )
+                if s["jitter_ms"] is not None:
+                    fam["telesafe_link_jitter_seconds"].add_metric(
+                        [pid, site], s["jitter_ms"] / 1e3
+                    )
+                if s["loss_ratio"] is not None:
+                    fam["telesafe_link_loss_ratio"].add_metric([pid, site], s["loss_ratio"])
+            for ch, qs in p["channels"].items():
+                for q, val in qs.items():
+                    if val is not None:
+                        fam["telesafe_latency_window_seconds"].add_metric([pid, ch, q], val / 1e3)
+            for arm, a in p["arms"].items():
+                if a["margin_mm"] is not None and a["margin_mm"] != float("inf"):
+                    fam["telesafe_workspace_margin_meters"].add_metric(
+                        [pid, arm], a["margin_mm"] / 1e3
+                    )
+                if a["speed_mm_s"] is not None:
+                    fam["telesafe_tool_speed_meters_per_second"].add_metric(
+                        [pid, arm], a["speed_mm_s"] / 1e3
+                    )
+            for rule in sorted({w.split(":", 1)[0] for w in p["warnings"]}):
+                fam["telesafe_warning_active"].add_metric([pid, rule], 1.0)
+            latch = p["latch"]
+            unacked = escalated = 0.0
+            if latch is not None:
+                fam["telesafe_safe_stop_latched"].add_metric([pid, latch["rule"]], 1.0)
+                unacked = 1.0 if latch["ack"] is None else 0.0
+                escalated = 1.0 if latch["escalated"] else 0.0
+            fam["telesafe_safe_stop_unacknowledged"].add_metric([pid], unacked)
+            fam["telesafe_safe_stop_escalated"].add_metric([pid], escalated)
+        yield from fam.values()

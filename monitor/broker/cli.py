@@ -51,6 +51,8 @@ def _report_topics(report: TopicReport) -> None:
             _say(f"  {name}")
     if report.existing:
         _say(f"{len(report.existing)} topic(s) already present ({report.partitions} partitions)")
+    for name in report.altered:
+        _say(f"  {name}: now stamped with broker append time (message.timestamp.type)")
 
 
 def _secure_material(args: argparse.Namespace) -> secure.SecureBroker | None:

@@ -29,7 +29,6 @@ import ipaddress
 import json
 import os
 import secrets
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,20 +39,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from kafka import KafkaAdminClient
-from kafka.admin import (
-    ACL,
-    ACLOperation,
-    ACLPermissionType,
-    NewTopic,
-    ResourcePattern,
-    ResourceType,
-)
-from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from monitor.broker import topics as plain
 from monitor.broker.runtime import BrokerError
-from monitor.broker.topics import DEFAULT_PARTITIONS, REPLICATION_FACTOR, TopicReport, topic_configs
+from monitor.broker.topics import DEFAULT_PARTITIONS, TopicReport
 from monitor.icd.topics import Topics
+from monitor.kafka import AclGrant, Admin, TransportError
 from monitor.kafka.settings import KafkaSettings
 
 SCRAM_MECHANISM = "SCRAM-SHA-512"
@@ -428,20 +419,14 @@ def load(data_dir: Path | str) -> SecureBroker | None:
 # ------------------------------------------------------------------------ clients
 
 
-def admin_client(settings: KafkaSettings, timeout_s: float = 10.0) -> KafkaAdminClient:
-    """A KafkaAdminClient for ``settings`` (any security protocol); BrokerError if unreachable."""
+def admin_client(settings: KafkaSettings, timeout_s: float = 10.0) -> Admin:
+    """An admin client for `settings` (any security protocol); BrokerError if unreachable."""
     try:
-        return KafkaAdminClient(
-            **settings.common(),
-            client_id="telesafe-broker-admin",
-            bootstrap_timeout_ms=int(timeout_s * 1000),
-            request_timeout_ms=int(max(timeout_s, 5.0) * 1000),
-        )
-    except KafkaError as exc:
+        return plain.admin_client(settings, timeout_s)
+    except BrokerError as exc:
         raise BrokerError(
-            f"no Kafka broker answers on {settings.bootstrap_servers} as "
-            f"{settings.sasl_username or 'anonymous'} ({settings.security_protocol}): {exc!r}"
-        ) from exc
+            f"{exc} (as {settings.sasl_username or 'anonymous'}, {settings.security_protocol})"
+        ) from None
 
 
 def answers(settings: KafkaSettings, timeout_s: float = 5.0) -> bool:
@@ -451,7 +436,7 @@ def answers(settings: KafkaSettings, timeout_s: float = 5.0) -> bool:
     except BrokerError:
         return False
     try:
-        admin.list_topics()
+        admin.partition_counts([], timeout_s)
         return True
     except Exception:  # any failure means "not answering yet"
         return False
@@ -466,88 +451,15 @@ def ensure_topics(
     *,
     timeout_s: float = 30.0,
 ) -> TopicReport:
-    """Create the missing ICD topics as a super user (the secured twin of topics.ensure_topics).
-
-    Missing topics get the partition count of the existing co-partitioned ones, if any.
-    """
-    topics = Topics(prefix)
-    wanted = topics.all()
-    admin = admin_client(settings, timeout_s=min(timeout_s, 10.0))
-    try:
-        existing = set(admin.list_topics()) & set(wanted)
-        n_parts = partitions
-        if existing:
-            for t in admin.describe_topics(sorted(existing)):
-                if t.get("name") in (
-                    topics.telemetry_console,
-                    topics.telemetry_robot,
-                    topics.operator,
-                ):
-                    n_parts = len(t.get("partitions") or []) or partitions
-                    break
-        configs = topic_configs(topics)
-        missing = [n for n in wanted if n not in existing]
-        created: list[str] = []
-        if missing:
-            new = [
-                NewTopic(n, n_parts, REPLICATION_FACTOR, topic_configs=configs.get(n, {}))
-                for n in missing
-            ]
-            result = admin.create_topics(new, timeout_ms=int(timeout_s * 1000), raise_errors=False)
-            for t in result.get("topics", []):
-                code = t.get("error_code", 0)
-                if code == 0:
-                    created.append(str(t["name"]))
-                elif code != TopicAlreadyExistsError.errno:
-                    raise BrokerError(
-                        f"creating topic {t['name']} failed: error {code} "
-                        f"({t.get('error_message')})"
-                    )
-            created.sort(key=wanted.index)
-            deadline = time.monotonic() + timeout_s
-            while True:
-                try:
-                    admin.wait_for_topics(wanted, timeout_ms=int(max(1.0, timeout_s) * 1000))
-                    break
-                except KafkaError:
-                    if time.monotonic() >= deadline:
-                        raise
-                    time.sleep(0.2)
-        return TopicReport(
-            partitions=n_parts, created=created, existing=[n for n in wanted if n in existing]
-        )
-    except KafkaError as exc:
-        raise BrokerError(
-            f"creating topics on {settings.bootstrap_servers} failed: {exc!r}"
-        ) from exc
-    finally:
-        admin.close()
+    """Create the missing ICD topics as a super user: the same path and the same layout
+    check as the plain broker (`monitor.broker.topics.ensure_topics`)."""
+    return plain.ensure_topics(settings, prefix, partitions, timeout_s=timeout_s)
 
 
 # --------------------------------------------------------------------------- ACLs
 
 
-@dataclass(frozen=True)
-class Grant:
-    """One row of the ACL table: ``principal`` may ``operation`` on ``resource``."""
-
-    principal: str  # "User:robot"
-    operation: ACLOperation
-    resource_type: ResourceType
-    resource_name: str
-
-    def acl(self) -> ACL:
-        return ACL(
-            principal=self.principal,
-            host="*",
-            operation=self.operation,
-            permission_type=ACLPermissionType.ALLOW,
-            resource_pattern=ResourcePattern(self.resource_type, self.resource_name),
-        )
-
-    def row(self) -> str:
-        op, kind = self.operation.name, self.resource_type.name
-        return f"{self.principal:<15} {op:<9} {kind:<6} {self.resource_name}"
+Grant = AclGrant  # one row of the ACL table: `principal` may `operation` on a resource
 
 
 def telesafe_grants(prefix: str = "", monitor_group: str = DEFAULT_MONITOR_GROUP) -> list[Grant]:
@@ -566,9 +478,9 @@ def telesafe_grants(prefix: str = "", monitor_group: str = DEFAULT_MONITOR_GROUP
     extra grant: WRITE on a topic implies IDEMPOTENT_WRITE since Kafka 2.8.
     """
     t = Topics(prefix)
-    topic, group = ResourceType.TOPIC, ResourceType.GROUP
-    read, write, describe = ACLOperation.READ, ACLOperation.WRITE, ACLOperation.DESCRIBE
-    plan: list[tuple[str, ACLOperation, str]] = [
+    topic, group = "TOPIC", "GROUP"
+    read, write, describe = "READ", "WRITE", "DESCRIBE"
+    plan: list[tuple[str, str, str]] = [
         ("console", write, t.telemetry_console),
         ("console", read, t.commands),
         ("robot", write, t.telemetry_robot),
@@ -594,12 +506,9 @@ def create_acls(settings: KafkaSettings, grants: Sequence[Grant], timeout_s: flo
     """Create the ALLOW ACLs (idempotent); returns how many were submitted."""
     admin = admin_client(settings, timeout_s=timeout_s)
     try:
-        result = admin.create_acls([g.acl() for g in grants])
-    except KafkaError as exc:
-        raise BrokerError(f"creating ACLs failed: {exc!r}") from exc
+        admin.create_acls(grants, timeout_s)
+    except TransportError as exc:
+        raise BrokerError(str(exc)) from None
     finally:
         admin.close()
-    failed = result.get("failed") if isinstance(result, dict) else None
-    if failed:
-        raise BrokerError(f"creating ACLs failed: {failed}")
     return len(grants)

@@ -209,7 +209,7 @@ def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
     except BrokerError:
         return False
     try:
-        admin.list_topics()
+        admin.partition_counts([], timeout_s)
         return True
     except Exception:  # any failure means "not answering yet"
         return False
@@ -502,7 +502,7 @@ def status(
             else:
                 admin = admin_client(bootstrap, timeout_s=3.0)
             try:
-                topics = sorted(admin.list_topics())
+                topics = admin.list_topics(3.0)
                 answers = True
             finally:
                 admin.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from monitor.engine.latch_state import LatchState
 from monitor.icd.models import Rearm, SafeStop
 
 
@@ -29,4 +30,14 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-Decision = SendCommand | Event
+@dataclass(frozen=True, slots=True)
+class PublishLatch:
+    """Publish this procedure's latch state on `telesafe.state` (None: a tombstone, the
+    procedure is no longer latched and no instance may restore a latch for it)."""
+
+    procedure_id: str
+    state: LatchState | None
+    mono_ns: int
+
+
+Decision = SendCommand | Event | PublishLatch

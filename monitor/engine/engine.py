@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor.engine.clock import MS, Instant
-from monitor.engine.decisions import Decision, Event
+from monitor.engine.decisions import Decision, Event, PublishLatch
+from monitor.engine.latch_state import LatchState
 from monitor.engine.procedure import ProcedureMonitor
 from monitor.icd.models import AnyOperator, AnyTelemetry, MonitorStatus, Note, ProcedureStart
 from monitor.policy.loader import PackRegistry
@@ -26,6 +27,7 @@ class EngineConfig:
     operators: frozenset[str] | None = None
     summary_interval_ms: float = 1000.0
     ended_memory: int = 10_000  # ended procedure ids remembered to ignore late records
+    request_memory: int = 100_000  # request ids remembered (also pruned by age)
 
 
 class Engine:
@@ -40,6 +42,9 @@ class Engine:
         self._timer_seq = 0
         self.late_records = 0
         self._summary_ns = int(self.config.summary_interval_ms * MS)
+        # ICD 1.1 §5.1: request ids ever seen -> requested_at, pruned once too old to pass.
+        self._seen_requests: OrderedDict[str, int] = OrderedDict()
+        self._request_cap = self.config.request_memory
 
     # -- input -----------------------------------------------------------------------------
 
@@ -106,6 +111,11 @@ class Engine:
         proc.apply_pack(pack, now, out)
 
     def on_operator(self, req: AnyOperator, now: Instant) -> list[Decision]:
+        """Act on an operator request (ICD §5) received at `now`; every outcome is an event.
+
+        A re-arm or latch-close is acted on at most once: its request_id is remembered
+        whatever the outcome, and must name the latch it clears (ICD 1.1 §5.1, §5.3).
+        """
         proc = self.procedures.get(req.procedure_id)
         if isinstance(req, Note):
             return [
@@ -121,24 +131,48 @@ class Engine:
                     },
                 )
             ]
+        seen = self._remember_request(req.request_id, req.requested_at, now)
+        if proc is not None and req.request_id in proc.seen_requests:
+            seen = True
         if proc is None:
+            kind = "latch_close_rejected" if req.type == "latch_close" else "rearm_rejected"
+            if req.procedure_id in self._ended:
+                why = "procedure has ended and its latch (if any) was closed: nothing to clear"
+            else:
+                why = "procedure is not monitored by this instance (no record of it arrived here)"
             return [
                 Event(
-                    "rearm_rejected",
+                    kind,
                     req.procedure_id,
                     now.mono_ns,
                     now.utc_ns,
                     {
                         "operator_id": req.operator_id,
                         "reason": req.reason,
-                        "rejected_because": ["procedure is not monitored by this instance"],
+                        "request_id": req.request_id,
+                        "requested_command_id": req.command_id,
+                        "requested_at": req.requested_at,
+                        "rejected_because": [why],
                     },
                 )
             ]
         ops = self.config.operators
-        out = proc.on_rearm(req, ops is None or req.operator_id in ops, now)
+        out = proc.on_latch_request(req, ops is None or req.operator_id in ops, seen, now)
         self._after(proc, out, now)
         return out
+
+    def _remember_request(self, request_id: str, requested_at: int, now: Instant) -> bool:
+        """Remember a request id; True if it was seen before. Ids too old to be accepted
+        any more are forgotten (they are refused as stale anyway)."""
+        seen = self._seen_requests
+        pol = self.packs.default.pack.operator
+        horizon = now.utc_ns - int((pol.request_max_age_ms + pol.request_max_future_ms) * MS)
+        while seen and (next(iter(seen.values())) < horizon or len(seen) > self._request_cap):
+            seen.popitem(last=False)
+        if request_id in seen:
+            return True
+        seen[request_id] = requested_at
+        return False
 
     def on_rejected(self, procedure_id: str | None, site: str | None) -> None:
         """Count a dead-lettered record against its procedure (no decision, no liveness)."""
@@ -168,14 +202,20 @@ class Engine:
 
     # -- ownership (scale-out) -------------------------------------------------------------
 
-    def restore(self, state: dict[str, Any], now: Instant) -> list[Decision]:
-        """Adopt a latched procedure from the latch-state topic after a partition moved here."""
-        pid = str(state["procedure_id"])
+    def restore(self, state: LatchState, now: Instant) -> list[Decision]:
+        """Adopt a latched procedure from the latch-state topic after a partition moved here.
+
+        Precondition: `state` is the newest value of its procedure on `telesafe.state` (a
+        tombstone means there is nothing to restore, so it never reaches here).
+        """
+        pid = state.procedure_id
         out: list[Decision] = []
+        for request_id, requested_at in state.seen_request_ids.items():
+            self._remember_request(request_id, requested_at, now)
         proc = self.procedures.get(pid)
         if proc is None:
             self._ended.pop(pid, None)
-            pack = self.packs.get(state.get("pack")) or self.packs.default
+            pack = self.packs.get(state.pack) or self.packs.default
             proc = ProcedureMonitor(pid, pack, now, self.config.monitor_id, self._summary_ns)
             self.procedures[pid] = proc
             out.append(_opened(proc, "latch_state", None, now))
@@ -231,15 +271,24 @@ class Engine:
 
     def _after(self, proc: ProcedureMonitor, out: list[Decision], now: Instant) -> None:
         pid = proc.procedure_id
+        if proc.latch_changed and not proc.closed:
+            proc.latch_changed = False
+            out.append(PublishLatch(pid, proc.latch_state(), now.mono_ns))
         if proc.closed:
             del self.procedures[pid]
             self._registered.pop(pid, None)
             self._ended[pid] = {name: s.last_seq for name, s in proc.sites.items()}
             if len(self._ended) > self.config.ended_memory:
                 self._ended.popitem(last=False)
-            out.append(
-                Event("procedure_closed", pid, now.mono_ns, now.utc_ns, {"final_state": proc.state})
-            )
+            data: dict[str, Any] = {"final_state": proc.state}
+            if proc.latch is not None:  # acknowledged: it closes with its procedure (§7)
+                data["closed_latch"] = {
+                    "command_id": proc.latch.command.command_id,
+                    "ack_result": proc.latch.ack_result,
+                }
+            out.append(Event("procedure_closed", pid, now.mono_ns, now.utc_ns, data))
+            # A tombstone: no instance may ever restore a latch of a closed procedure.
+            out.append(PublishLatch(pid, None, now.mono_ns))
             return
         nd = proc.next_deadline()
         if nd is None:
@@ -292,6 +341,8 @@ class Engine:
                 else {
                     "rule": p.latch.rule,
                     "command_id": p.latch.command.command_id,
+                    "issued_at": p.latch.command.issued_at,
+                    "ended": p.ended,
                     "resends": p.latch.resends,
                     "ack": p.latch.ack_result,
                     "escalated": p.latch.escalated,

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from monitor.engine.alarms import WarningSet
 from monitor.engine.clock import MS, Instant
 from monitor.engine.decisions import Decision, Event, SendCommand
+from monitor.engine.latch_state import AckResult, LatchState
 from monitor.engine.window import SlidingQuantiles
 from monitor.engine.workspace import zone_distance
 from monitor.icd.models import (
@@ -21,6 +22,7 @@ from monitor.icd.models import (
     AnyTelemetry,
     Heartbeat,
     Kinematics,
+    LatchClose,
     Latency,
     Link,
     MonitorStatus,
@@ -86,7 +88,7 @@ class Latch:
     last_sent_mono: int
     breach_mono: int
     resends: int = 0
-    ack_result: str | None = None
+    ack_result: AckResult | None = None
     ack_delay_ms: float | None = None
     escalated: bool = False
     rules_seen: set[str] = field(default_factory=set)
@@ -115,6 +117,10 @@ class ProcedureMonitor:
         self.next_summary = opened.mono_ns + summary_interval_ns
         self.state: State = "pending"
         self.grace_from = opened.mono_ns  # first-heartbeat grace runs from here (audible time)
+        # request_id -> requested_at of requests seen for the current latch; published with
+        # the latch so a replayed request is refused by a later owner too (ICD 1.1 §5.1).
+        self.seen_requests: dict[str, int] = {}
+        self.latch_changed = False  # the latch state on telesafe.state must be re-published
         self._set_pack(pack)
 
     # -- configuration -------------------------------------------------------------------
@@ -248,6 +254,8 @@ class ProcedureMonitor:
         )
         bm = breach_mono if breach_mono is not None else now.mono_ns
         self.latch = Latch(cmd, rule, now.mono_ns, now.mono_ns, bm, rules_seen={rule})
+        self.seen_requests = {}
+        self.latch_changed = True
         out.append(SendCommand(cmd, 0, now.mono_ns, bm))
         out.append(
             self._event(
@@ -300,15 +308,32 @@ class ProcedureMonitor:
         elif isinstance(rec, ProcedureStart):
             self._on_start(rec, now, out)
         elif isinstance(rec, ProcedureEnd):
-            self.ended = True
-            self.end_reason = rec.reason
-            out.append(
-                self._event(
-                    "procedure_ended", now, site=rec.site, reason=rec.reason, **self.counters()
-                )
-            )
+            self._on_end(rec, now, out)
         self._update_state(now, out)
         return out
+
+    def _on_end(self, rec: ProcedureEnd, now: Instant, out: list[Decision]) -> None:
+        self.ended = True
+        self.end_reason = rec.reason
+        latch = self.latch
+        extra: dict[str, Any] = {}
+        if latch is not None:
+            # ICD 1.1 §7: an acknowledged latch closes with the procedure; an unacknowledged
+            # one stays, re-sent and escalated, until acknowledged or retired (latch_close).
+            self.latch_changed = True
+            extra["latch"] = {
+                "command_id": latch.command.command_id,
+                "rule": latch.rule,
+                "acknowledged": latch.ack_result is not None,
+                "outcome": "closes with the procedure"
+                if latch.ack_result is not None
+                else "kept: re-sent until acknowledged or retired by latch_close",
+            }
+        out.append(
+            self._event(
+                "procedure_ended", now, site=rec.site, reason=rec.reason, **extra, **self.counters()
+            )
+        )
 
     def _on_start(self, rec: ProcedureStart, now: Instant, out: list[Decision]) -> None:
         # Both sites may send one; the first names the procedure's facts.
@@ -657,6 +682,7 @@ class ProcedureMonitor:
             return  # the robot acknowledged a re-send again; one id is one command
         latch.ack_result = rec.result
         latch.ack_delay_ms = (now.mono_ns - latch.first_mono) / MS
+        self.latch_changed = True
         out.append(
             self._event(
                 "safe_stop_acknowledged",
@@ -700,52 +726,112 @@ class ProcedureMonitor:
                 problems.append(f"{channel} latency {q:g} ms above {warn:g} ms")
         return problems
 
-    def on_rearm(self, req: RearmRequest, authorised: bool, now: Instant) -> list[Decision]:
-        out: list[Decision] = []
+    def request_problems(
+        self, req: RearmRequest | LatchClose, authorised: bool, seen: bool, now: Instant
+    ) -> list[str]:
+        """Why this re-arm or latch-close request must be refused (ICD 1.1 §5.1, §5.3).
+
+        `seen`: its request_id was seen before (by this engine or a previous latch owner).
+        """
         problems: list[str] = []
-        if self.latch is None:
-            problems.append("procedure is not latched in safe-stop")
+        latch = self.latch
+        closing = isinstance(req, LatchClose)
+        if latch is None:
+            problems.append(
+                "procedure has ended and has no latch to clear"
+                if self.ended
+                else "procedure is not latched in safe-stop"
+            )
+        elif req.command_id != latch.command.command_id:
+            problems.append(
+                f"request names latch {req.command_id}, but the procedure is latched by "
+                f"{latch.command.command_id} (a stale or replayed request)"
+            )
         if not authorised:
-            problems.append(f"operator {req.operator_id!r} is not authorised to re-arm")
-        if self.latch is not None:
-            problems.extend(self.health_problems(now))
+            what = "close a latch" if closing else "re-arm"
+            problems.append(f"operator {req.operator_id!r} is not authorised to {what}")
+        pol = self.policy.operator
+        age_ms = (now.utc_ns - req.requested_at) / MS
+        if age_ms > pol.request_max_age_ms:
+            problems.append(
+                f"request is {age_ms / 1000:.1f} s old (limit {pol.request_max_age_ms / 1000:g} s "
+                "by the monitor's UTC clock)"
+            )
+        elif -age_ms > pol.request_max_future_ms:
+            problems.append(
+                f"request is dated {-age_ms / 1000:.1f} s in the future (limit "
+                f"{pol.request_max_future_ms / 1000:g} s by the monitor's UTC clock)"
+            )
+        if seen:
+            problems.append(f"request_id {req.request_id} was already used (a replayed request)")
+        if latch is not None and closing and not self.ended:
+            problems.append(
+                "procedure has not ended: latch_close only retires the latch of an ended "
+                "procedure; use a re-arm (telesafe rearm)"
+            )
+        if latch is not None and not closing:
+            if self.ended:
+                problems.append(
+                    "procedure has ended: retire its latch with latch_close "
+                    "(telesafe latch close), there is no robot to re-arm"
+                )
+            else:
+                problems.extend(self.health_problems(now))
+        return problems
+
+    def on_latch_request(
+        self, req: RearmRequest | LatchClose, authorised: bool, seen: bool, now: Instant
+    ) -> list[Decision]:
+        """Accept or refuse a re-arm or latch-close request; either outcome is an event."""
+        out: list[Decision] = []
+        closing = isinstance(req, LatchClose)
+        problems = self.request_problems(req, authorised, seen, now)
+        latch = self.latch
+        if latch is not None:
+            self.seen_requests[req.request_id] = req.requested_at
+            self.latch_changed = True
+        common: dict[str, Any] = {
+            "operator_id": req.operator_id,
+            "reason": req.reason,
+            "request_id": req.request_id,
+            "requested_command_id": req.command_id,
+            "requested_at": req.requested_at,
+        }
         if problems:
+            kind = "latch_close_rejected" if closing else "rearm_rejected"
+            out.append(self._event(kind, now, **common, rejected_because=problems))
+            return out
+        assert latch is not None
+        cleared = {"cleared_command_id": latch.command.command_id, "cleared_rule": latch.rule}
+        if closing:
             out.append(
                 self._event(
-                    "rearm_rejected",
+                    "latch_closed",
                     now,
-                    operator_id=req.operator_id,
-                    reason=req.reason,
-                    rejected_because=problems,
+                    **common,
+                    **cleared,
+                    end_reason=self.end_reason,
+                    resends=latch.resends,
                 )
             )
-            return out
-        assert self.latch is not None
-        cid = self._command_id("rearm")
-        cmd = Rearm(
-            command_id=cid,
-            procedure_id=self.procedure_id,
-            issued_at=now.utc_ns,
-            operator_id=req.operator_id,
-            reason=req.reason,
-        )
-        out.append(SendCommand(cmd, 0, now.mono_ns, now.mono_ns))
-        out.append(
-            self._event(
-                "rearm_accepted",
-                now,
+        else:
+            cid = self._command_id("rearm")
+            cmd = Rearm(
+                command_id=cid,
+                procedure_id=self.procedure_id,
+                issued_at=now.utc_ns,
                 operator_id=req.operator_id,
                 reason=req.reason,
-                command_id=cid,
-                cleared_command_id=self.latch.command.command_id,
-                cleared_rule=self.latch.rule,
             )
-        )
+            out.append(SendCommand(cmd, 0, now.mono_ns, now.mono_ns))
+            out.append(self._event("rearm_accepted", now, **common, command_id=cid, **cleared))
+            for ch in self.channels.values():
+                ch.breach_since = None
+            for site in self.sites.values():
+                site.gap_tripped = site.gap_warned = False
         self.latch = None
-        for ch in self.channels.values():
-            ch.breach_since = None
-        for site in self.sites.values():
-            site.gap_tripped = site.gap_warned = False
+        self.seen_requests = {}
+        self.latch_changed = True
         self._update_state(now, out)
         return out
 
@@ -774,6 +860,7 @@ class ProcedureMonitor:
             limit = self.policy.alarms.escalate_after_resends
             if latch.resends >= limit and not latch.escalated:
                 latch.escalated = True
+                self.latch_changed = True
                 out.append(
                     self._event(
                         "safe_stop_escalated",
@@ -909,39 +996,47 @@ class ProcedureMonitor:
 
     # -- failover ------------------------------------------------------------------------
 
-    def latch_state(self) -> dict[str, Any] | None:
+    def latch_state(self) -> LatchState | None:
         """What a new owner needs to keep this procedure latched (None: not latched)."""
         latch = self.latch
         if latch is None:
             return None
-        return {
-            "procedure_id": self.procedure_id,
-            "command": latch.command.model_dump(mode="json"),
-            "rule": latch.rule,
-            "resends": latch.resends,
-            "ack_result": latch.ack_result,
-            "escalated": latch.escalated,
-            "episode": self.episode,
-            "pack": self.loaded.name,
-        }
+        return LatchState(
+            procedure_id=self.procedure_id,
+            command=latch.command,
+            rule=latch.rule,
+            resends=latch.resends,
+            ack_result=latch.ack_result,
+            escalated=latch.escalated,
+            episode=max(1, self.episode),
+            pack=self.loaded.name,
+            ended=self.ended,
+            end_reason=self.end_reason,
+            seen_request_ids=dict(self.seen_requests),
+        )
 
-    def restore_latch(self, state: dict[str, Any], now: Instant) -> list[Decision]:
+    def restore_latch(self, state: LatchState, now: Instant) -> list[Decision]:
         """Take over a latch from a previous owner: same command id, re-sent if unacked."""
-        cmd = SafeStop.model_validate(state["command"])
+        cmd = state.command
         self.started = True
-        self.episode = max(self.episode, int(state.get("episode", 1)))
+        self.episode = max(self.episode, state.episode)
+        if state.ended:
+            self.ended = True
+            self.end_reason = state.end_reason
         latch = Latch(
             cmd,
-            str(state["rule"]),
+            state.rule,
             now.mono_ns,
             now.mono_ns - self.resend_ns,
             now.mono_ns,
-            resends=int(state.get("resends", 0)),
-            ack_result=state.get("ack_result"),
-            escalated=bool(state.get("escalated", False)),
+            resends=state.resends,
+            ack_result=state.ack_result,
+            escalated=state.escalated,
             rules_seen={cmd.policy.rule},
         )
         self.latch = latch
+        self.seen_requests = dict(state.seen_request_ids)
+        self.latch_changed = True  # re-published by its new owner (and in this version's form)
         out: list[Decision] = [
             self._event(
                 "latch_restored",
@@ -950,6 +1045,7 @@ class ProcedureMonitor:
                 rule=latch.rule,
                 ack_result=latch.ack_result,
                 previous_monitor=cmd.monitor_id,
+                ended=state.ended,
             )
         ]
         self._update_state(now, out)

@@ -34,6 +34,8 @@ ProcedureId = Annotated[str, StringConstraints(pattern=PROCEDURE_ID_PATTERN)]
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+RequestId = Annotated[str, StringConstraints(pattern=UUID_PATTERN)]
 Vec3 = Annotated[list[float], Field(min_length=3, max_length=3)]
 Site = Literal["console", "robot"]
 SITES: tuple[Site, ...] = ("console", "robot")
@@ -190,13 +192,26 @@ Command = Annotated[SafeStop | MonitorHeartbeat | Rearm, Field(discriminator="ty
 # §5 operator requests (operator tools -> monitor)
 
 
-class RearmRequest(_Wire):
+class _LatchRequest(_Wire):
+    """ICD 1.1 §5.1/§5.3: a request that acts on one latch, once, while it is fresh."""
+
     v: Version
-    type: Literal["rearm_request"]
     procedure_id: ProcedureId
     operator_id: NonEmptyStr
     reason: NonEmptyStr
-    requested_at: int
+    requested_at: int = Field(description="ns, the operator tool's UTC clock")
+    command_id: NonEmptyStr = Field(description="the safe_stop command id of the latch")
+    request_id: RequestId = Field(description="UUID, unique per request")
+
+
+class RearmRequest(_LatchRequest):
+    type: Literal["rearm_request"]
+
+
+class LatchClose(_LatchRequest):
+    """Retire the unacknowledged latch of a procedure that has ended (ICD 1.1 §5.3)."""
+
+    type: Literal["latch_close"]
 
 
 class Note(_Wire):
@@ -207,7 +222,7 @@ class Note(_Wire):
     text: NonEmptyStr
 
 
-OperatorRequest = Annotated[RearmRequest | Note, Field(discriminator="type")]
+OperatorRequest = Annotated[RearmRequest | LatchClose | Note, Field(discriminator="type")]
 
 AnyTelemetry = ProcedureStart | Heartbeat | Latency | Link | Kinematics | SafeStopAck | ProcedureEnd
-AnyOperator = RearmRequest | Note
+AnyOperator = RearmRequest | LatchClose | Note

@@ -25,6 +25,7 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "monitor_heartbeat": models.MonitorHeartbeat,
     "rearm": models.Rearm,
     "rearm_request": models.RearmRequest,
+    "latch_close": models.LatchClose,
     "note": models.Note,
 }
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "docs" / "schemas"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kafka.partitioner.default import DefaultPartitioner
+from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 MEMO_SIZE = 100_000  # keys; cleared when full (one re-hash each, nothing else changes)
 
@@ -46,3 +46,11 @@ class MemoPartitioner(DefaultPartitioner):  # type: ignore[misc]
                 self._memo.clear()
             self._memo[memo_key] = hit
         return hit
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """ICD 1.1 §2: the partition every producer picks for `key` (Kafka's murmur2, as the
+    Java client and librdkafka's `murmur2_random` do): which partition holds a procedure."""
+    if partitions < 1:
+        raise ValueError("a topic has at least one partition")
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions

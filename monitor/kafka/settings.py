@@ -1,12 +1,8 @@
 """Kafka connection settings shared by the monitor, the simulator and the operator tools.
 
-The low-latency defaults are deliberate (see docs/architecture.md, "Kafka settings"):
-- producer `linger_ms=0`: a safe-stop leaves as soon as it is sent, never waiting to fill a batch;
-- producer `acks="all"` + idempotence: a command is either on the broker or we know it failed;
-- consumer `fetch_max_wait_ms=5`, `fetch_min_bytes=1`: the broker answers a fetch within 5 ms
-  instead of the 500 ms default, so a record is handed to the rules engine within milliseconds;
-- `max_block_ms` small: a producer that cannot reach the broker fails fast instead of freezing
-  the engine thread.
+`KafkaSettings` says where the cluster is, how to authenticate and which client library to
+use (`client`: confluent-kafka by default, kafka-python as the second backend). What each
+client is configured with follows from its role: `monitor/kafka/profiles.py`.
 """
 
 from __future__ import annotations
@@ -15,6 +11,8 @@ import argparse
 import os
 from dataclasses import dataclass, field
 from typing import Any
+
+from monitor.kafka.api import BACKENDS, DEFAULT_BACKEND, Backend
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -31,44 +29,25 @@ class KafkaSettings:
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: str | None = field(default=None, repr=False)
+    client: Backend = DEFAULT_BACKEND
 
     def common(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap_servers.split(","),
-            "security_protocol": self.security_protocol,
-        }
-        if self.ssl_cafile:
-            out["ssl_cafile"] = self.ssl_cafile
-        if self.ssl_certfile:
-            out["ssl_certfile"] = self.ssl_certfile
-        if self.ssl_keyfile:
-            out["ssl_keyfile"] = self.ssl_keyfile
-        if self.sasl_mechanism:
-            out["sasl_mechanism"] = self.sasl_mechanism
-            out["sasl_plain_username"] = self.sasl_username
-            out["sasl_plain_password"] = self.sasl_password
-        return out
+        """kafka-python connection keyword arguments (for tests that act as a site)."""
+        from monitor.kafka.profiles import kafka_python_config
+
+        return kafka_python_config(self, "admin")
 
     def producer_config(self, **overrides: Any) -> dict[str, Any]:
-        cfg = self.common() | {
-            "acks": "all",
-            "linger_ms": 0,
-            "max_block_ms": 2000,
-            "request_timeout_ms": 5000,
-            "retry_backoff_ms": 20,
-            "max_request_size": 8 * 1024 * 1024,
-        }
-        return cfg | overrides
+        """kafka-python producer keyword arguments (for tests that act as a site)."""
+        from monitor.kafka.profiles import kafka_python_config
+
+        return kafka_python_config(self, "tool", **overrides)
 
     def consumer_config(self, **overrides: Any) -> dict[str, Any]:
-        cfg = self.common() | {
-            "fetch_max_wait_ms": 5,
-            "fetch_min_bytes": 1,
-            "max_poll_records": 2000,
-            "max_partition_fetch_bytes": 8 * 1024 * 1024,
-            "fetch_max_bytes": 32 * 1024 * 1024,
-        }
-        return cfg | overrides
+        """kafka-python consumer keyword arguments (for tests that act as a reader)."""
+        from monitor.kafka.profiles import kafka_python_config
+
+        return kafka_python_config(self, "reader", **overrides)
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -104,6 +83,12 @@ def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
         default=env("TELESAFE_SASL_MECHANISM"),
         help="env TELESAFE_SASL_MECHANISM",
     )
+    g.add_argument(
+        "--kafka-client",
+        choices=BACKENDS,
+        default=env("TELESAFE_KAFKA_CLIENT", DEFAULT_BACKEND),
+        help="Kafka client library (env TELESAFE_KAFKA_CLIENT; default %(default)s)",
+    )
     g.add_argument("--sasl-username", default=env("TELESAFE_SASL_USERNAME"))
     g.add_argument(
         "--sasl-password",
@@ -127,4 +112,12 @@ def settings_from_args(args: argparse.Namespace) -> KafkaSettings:
         sasl_mechanism=args.sasl_mechanism,
         sasl_username=args.sasl_username,
         sasl_password=args.sasl_password,
+        client=_backend(getattr(args, "kafka_client", DEFAULT_BACKEND)),
     )
+
+
+def _backend(name: str) -> Backend:
+    for b in BACKENDS:
+        if b == name:
+            return b
+    raise ValueError(f"--kafka-client must be one of {', '.join(BACKENDS)}, not {name!r}")

@@ -1,92 +1,247 @@
-"""`telesafe rearm` and `telesafe note`: the operator tools (ICD §5)."""
+"""`telesafe rearm`, `telesafe latch close` and `telesafe note`: the operator tools (ICD §5).
+
+`rearm` and `latch close` find the procedure's current latch themselves (from the
+monitor's /status, else from `telesafe.state`), show it, send a request naming it with a
+fresh request id (ICD 1.1 §5.1), then wait for the monitor's decision on the audit mirror
+and print it. Exit codes: 0 accepted (or sent, with --no-wait), 1 rejected or nothing to
+do, 2 bad arguments, 3 no decision seen in time.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+import uuid
 
-from kafka import KafkaProducer
 from pydantic import ValidationError
 
 from monitor.icd.decode import describe
-from monitor.icd.models import Note, RearmRequest
+from monitor.icd.models import LatchClose, Note, RearmRequest
 from monitor.icd.topics import Topics
-from monitor.kafka.settings import add_kafka_arguments, settings_from_args
+from monitor.kafka import KafkaSettings, TransportError, open_producer
+from monitor.kafka.settings import add_kafka_arguments, env, settings_from_args
+from monitor.operator.latches import DecisionWatch, LatchInfo, from_state_topic, from_status
+from monitor.security.signing import Signer
+
+EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE, EXIT_NO_DECISION = 0, 1, 2, 3
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r = sub.add_parser(
         "rearm",
         help="ask the monitor to clear a latched safe-stop (ICD §5.1)",
-        description="Publish a rearm_request. The monitor accepts it only if the "
-        "procedure is latched, the operator is authorised and both sites are "
-        "healthy; either way the outcome is audited.",
+        description="Clear a procedure's latched safe-stop. Finds the current latch (from "
+        "the monitor's /status, else telesafe.state), sends a rearm_request naming it, "
+        "then waits for the monitor's decision. The monitor accepts only if the request "
+        "names the current latch, is fresh and new, the operator is authorised and both "
+        "sites are healthy; either way the outcome is audited. Exit 0 accepted, 1 "
+        "rejected, 3 no decision seen.",
     )
-    add_kafka_arguments(r)
-    r.add_argument("--procedure", required=True, help="procedure id")
-    r.add_argument("--operator", required=True, help="your operator id")
-    r.add_argument("--reason", required=True, help="why it is safe to resume (audited)")
+    _latch_arguments(r)
     r.set_defaults(func=rearm)
-    n = sub.add_parser("note", help="add a free-text note to a procedure's audit trail (ICD §5.2)")
+
+    lt = sub.add_parser(
+        "latch",
+        help="retire the latch of a procedure that has ended (ICD §5.3)",
+        description="Operate on latches of procedures that have ended.",
+    )
+    lsub = lt.add_subparsers(dest="latch_command", metavar="COMMAND", required=True)
+    c = lsub.add_parser(
+        "close",
+        help="retire the unacknowledged latch of an ended procedure",
+        description="Retire the latch of a procedure that has ended while its safe-stop "
+        "was never acknowledged (e.g. the robot was powered down). Audited; nothing is sent "
+        "to the robot. Same checks as a re-arm except site health; refused for a procedure "
+        "that has not ended. Exit 0 accepted, 1 rejected, 3 no decision seen.",
+    )
+    _latch_arguments(c)
+    c.set_defaults(func=latch_close)
+
+    n = sub.add_parser(
+        "note",
+        help="add a free-text note to a procedure's audit trail (ICD §5.2)",
+        description="Publish an operator note; the monitor records it in the audit ledger.",
+    )
     add_kafka_arguments(n)
     n.add_argument("--procedure", required=True, help="procedure id")
     n.add_argument("--operator", required=True, help="your operator id")
     n.add_argument("--text", required=True, help="the note")
+    _signing_argument(n)
     n.set_defaults(func=note)
 
 
-def _publish(args: argparse.Namespace, req: RearmRequest | Note) -> int:
-    settings = settings_from_args(args)
+def _signing_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--signing-key",
+        default=env("TELESAFE_OPERATOR_KEY"),
+        metavar="NAME=KEY",
+        help="sign the request (ICD §8) with this Ed25519 private key; NAME must be your "
+        "operator id (env TELESAFE_OPERATOR_KEY)",
+    )
+
+
+def _latch_arguments(p: argparse.ArgumentParser) -> None:
+    add_kafka_arguments(p)
+    p.add_argument("--procedure", required=True, help="procedure id")
+    p.add_argument("--operator", required=True, help="your operator id")
+    p.add_argument("--reason", required=True, help="why it is safe (audited)")
+    p.add_argument(
+        "--command-id",
+        default=None,
+        help="the safe_stop command id of the latch to clear (default: look it up)",
+    )
+    p.add_argument(
+        "--monitor",
+        default=env("TELESAFE_MONITOR_URL", "http://127.0.0.1:9108"),
+        metavar="URL",
+        help="a monitor's HTTP address to ask for the latch (env TELESAFE_MONITOR_URL; "
+        "default %(default)s); telesafe.state is read when it does not answer",
+    )
+    p.add_argument(
+        "--no-wait", action="store_true", help="send and exit without waiting for the decision"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for the monitor's decision (default %(default)s)",
+    )
+    _signing_argument(p)
+
+
+def _signer(args: argparse.Namespace, prog: str) -> Signer | None:
+    spec = getattr(args, "signing_key", None)
+    if not spec:
+        return None
+    name, _, path = spec.partition("=")
+    if not name or not path:
+        raise ValueError("--signing-key must look like NAME=PATH")
+    if name != args.operator:
+        raise ValueError(f"--signing-key name {name!r} must equal --operator {args.operator!r}")
     try:
-        producer = KafkaProducer(**settings.producer_config(client_id="telesafe-operator"))
-    except Exception as exc:
+        return Signer.from_file(name, path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--signing-key: {exc}") from None
+
+
+def _find_latch(args: argparse.Namespace, settings: KafkaSettings) -> LatchInfo | None:
+    info = from_status(args.monitor, args.procedure)
+    if info is None:
+        info = from_state_topic(settings, args.procedure)
+    return info
+
+
+def _request(args: argparse.Namespace, kind: str, accepted: str, rejected: str) -> int:
+    prog = f"telesafe {'rearm' if kind == 'rearm_request' else 'latch close'}"
+    try:
+        settings = settings_from_args(args)
+        signer = _signer(args, prog)
+    except ValueError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command_id:
+            command_id = args.command_id
+        else:
+            info = _find_latch(args, settings)
+            if info is None:
+                print(f"{prog}: {args.procedure} is not latched (no latch on telesafe.state)")
+                return EXIT_REJECTED
+            print(f"{args.procedure}: {info.describe()}")
+            command_id = info.command_id
+        model = RearmRequest if kind == "rearm_request" else LatchClose
+        try:
+            req = model(
+                v=1,
+                type=kind,  # type: ignore[arg-type]
+                procedure_id=args.procedure,
+                operator_id=args.operator,
+                reason=args.reason,
+                requested_at=time.time_ns(),
+                command_id=command_id,
+                request_id=str(uuid.uuid4()),
+            )
+        except ValidationError as err:
+            print(f"{prog}: {describe(err)}", file=sys.stderr)
+            return EXIT_USAGE
+        watch = None if args.no_wait else DecisionWatch(settings, args.procedure)
+        try:
+            where = _send(settings, req, signer)
+            print(f"{kind} {req.request_id} sent ({where})")
+            if watch is None:
+                return EXIT_ACCEPTED
+            entry = watch.wait(req.request_id, (accepted, rejected), args.timeout)
+        finally:
+            if watch is not None:
+                watch.close()
+    except TransportError as exc:
+        print(f"{prog}: Kafka at {settings.bootstrap_servers}: {exc}", file=sys.stderr)
+        return EXIT_NO_DECISION
+    if entry is None:
         print(
-            f"telesafe {req.type}: cannot reach Kafka at {settings.bootstrap_servers}: {exc}",
+            f"{prog}: no decision within {args.timeout:g} s (is a monitor running for "
+            f"{args.procedure}? its log and audit trail will show the outcome)",
             file=sys.stderr,
         )
-        return 1
+        return EXIT_NO_DECISION
+    by = entry.get("monitor_id", "?")
+    if entry["event"] == accepted:
+        print(f"ACCEPTED by monitor {by}: latch {command_id} cleared")
+        return EXIT_ACCEPTED
+    reasons = entry.get("data", {}).get("rejected_because") or ["(no reason given)"]
+    print(f"REJECTED by monitor {by}:")
+    for why in reasons:
+        print(f"  - {why}")
+    return EXIT_REJECTED
+
+
+def _send(
+    settings: KafkaSettings, req: RearmRequest | LatchClose | Note, signer: Signer | None
+) -> str:
+    value = req.model_dump_json().encode()
+    producer = open_producer(settings, "tool", "telesafe-operator")
     try:
-        fut = producer.send(
+        topic, partition, offset = producer.deliver(
             Topics(settings.topic_prefix).operator,
-            key=req.procedure_id.encode(),
-            value=req.model_dump_json().encode(),
+            req.procedure_id.encode(),
+            value,
+            signer.headers(value) if signer else (),
         )
-        md = fut.get(timeout=10)
-    except Exception as exc:
-        print(f"telesafe {req.type}: not delivered: {exc}", file=sys.stderr)
-        return 1
     finally:
-        producer.close(timeout=5)
-    print(
-        f"{req.type} for {req.procedure_id} delivered ({md.topic}:{md.partition}:{md.offset}); "
-        "the monitor's decision appears in its log and the audit trail"
-    )
-    return 0
+        producer.close(5.0)
+    return f"{topic}:{partition}:{offset}"
 
 
 def rearm(args: argparse.Namespace) -> int:
-    try:
-        req = RearmRequest(
-            v=1,
-            type="rearm_request",
-            procedure_id=args.procedure,
-            operator_id=args.operator,
-            reason=args.reason,
-            requested_at=time.time_ns(),
-        )
-    except ValidationError as err:
-        print(f"telesafe rearm: {describe(err)}", file=sys.stderr)
-        return 2
-    return _publish(args, req)
+    return _request(args, "rearm_request", "rearm_accepted", "rearm_rejected")
+
+
+def latch_close(args: argparse.Namespace) -> int:
+    return _request(args, "latch_close", "latch_closed", "latch_close_rejected")
 
 
 def note(args: argparse.Namespace) -> int:
     try:
+        settings = settings_from_args(args)
+        signer = _signer(args, "telesafe note")
         req = Note(
             v=1, type="note", procedure_id=args.procedure, operator_id=args.operator, text=args.text
         )
-    except ValidationError as err:
+    except ValidationError as err:  # a ValueError too: first
         print(f"telesafe note: {describe(err)}", file=sys.stderr)
-        return 2
-    return _publish(args, req)
+        return EXIT_USAGE
+    except ValueError as exc:
+        print(f"telesafe note: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        where = _send(settings, req, signer)
+    except TransportError as exc:
+        print(
+            f"telesafe note: not delivered to Kafka at {settings.bootstrap_servers}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"note for {req.procedure_id} delivered ({where}); the monitor audits it")
+    return 0

@@ -127,6 +127,17 @@ class AlarmPolicy(_Pack):
     escalate_after_resends: Annotated[int, Field(ge=1)] = 5
 
 
+class OperatorPolicy(_Pack):
+    """ICD 1.1 §5.1: how fresh a re-arm or latch-close request must be (monitor UTC clock)."""
+
+    request_max_age_ms: PosMs = Field(
+        60_000, description="reject a request whose requested_at is older than this"
+    )
+    request_max_future_ms: PosMs = Field(
+        5_000, description="reject a request dated further than this into the future"
+    )
+
+
 class PolicyPack(_Pack):
     """One versioned policy pack. Every threshold the engine uses comes from here."""
 
@@ -147,3 +158,4 @@ class PolicyPack(_Pack):
     link: LinkPolicy = LinkPolicy()
     workspace: WorkspacePolicy = WorkspacePolicy()
     alarms: AlarmPolicy = AlarmPolicy()
+    operator: OperatorPolicy = OperatorPolicy()

@@ -7,12 +7,10 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
-
-from kafka import KafkaConsumer, TopicPartition
 
 from monitor.engine.engine import EngineConfig
 from monitor.icd.topics import Topics
+from monitor.kafka import OFFSET_END, TopicPartition, TransportError, open_consumer
 from monitor.kafka.settings import add_kafka_arguments, settings_from_args
 from monitor.policy.loader import LoadedPack, PackRegistry, PolicyError, load_pack_file
 from monitor.replay.recording import RecordingError, encode_line, read_recording
@@ -104,26 +102,26 @@ def record(args: argparse.Namespace) -> int:
     topics = Topics(settings.topic_prefix)
     names = [topics.telemetry_console, topics.telemetry_robot, topics.operator]
     try:
-        consumer = KafkaConsumer(**settings.consumer_config(client_id="telesafe-recorder"))
-        tps = [
-            TopicPartition(t, p)
-            for t in names
-            for p in sorted(consumer.partitions_for_topic(t) or [])
-        ]
-    except Exception as exc:
-        print(f"telesafe record: cannot reach Kafka: {exc}", file=sys.stderr)
+        consumer = open_consumer(settings, "reader", "telesafe-recorder")
+        starts: dict[TopicPartition, int] = {}
+        for t in names:
+            for p in consumer.partitions_for(t, 10.0) or []:
+                tp = TopicPartition(t, p)
+                marks = consumer.watermarks(tp, 10.0) if args.from_beginning else None
+                starts[tp] = marks[0] if marks else OFFSET_END
+    except TransportError as exc:
+        print(
+            f"telesafe record: cannot reach Kafka at {settings.bootstrap_servers}: {exc}",
+            file=sys.stderr,
+        )
         return 1
-    if not tps:
+    if not starts:
         print(
             "telesafe record: the ICD topics do not exist (run `telesafe broker topics`)",
             file=sys.stderr,
         )
         return 1
-    consumer.assign(tps)
-    if args.from_beginning:
-        consumer.seek_to_beginning(*tps)
-    else:
-        consumer.seek_to_end(*tps)
+    consumer.assign(starts)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     deadline = time.monotonic() + args.duration if args.duration else None
@@ -131,12 +129,11 @@ def record(args: argparse.Namespace) -> int:
     with open(args.file, "a", encoding="utf-8") as f:
         try:
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                polled: dict[Any, list[Any]] = consumer.poll(timeout_ms=100)
+                batch = consumer.poll(0.1, 10_000)
                 now = time.time_ns()
-                for tp, recs in polled.items():
-                    for r in recs:
-                        f.write(encode_line(now, tp.topic, r.key, r.value) + "\n")
-                        n += 1
+                for r in batch:
+                    f.write(encode_line(now, r.topic, r.key, r.value) + "\n")
+                    n += 1
         except KeyboardInterrupt:
             pass
     consumer.close()

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from monitor.engine.clock import MS, Instant
-from monitor.engine.decisions import Decision, SendCommand
+from monitor.engine.decisions import Decision, PublishLatch, SendCommand
 from monitor.engine.engine import Engine, EngineConfig
 from monitor.icd.decode import Rejection, decode_operator, decode_telemetry
 from monitor.icd.models import Site
@@ -36,6 +36,13 @@ def _lines(decisions: list[Decision]) -> Iterator[dict[str, Any]]:
                 "decision": "command",
                 "resend": d.resend,
                 "command": d.command.model_dump(mode="json"),
+            }
+        elif isinstance(d, PublishLatch):
+            yield {
+                "t_ns": d.mono_ns,
+                "decision": "latch_state",
+                "procedure_id": d.procedure_id,
+                "state": None if d.state is None else d.state.model_dump(mode="json"),
             }
         else:
             yield {

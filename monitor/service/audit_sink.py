@@ -26,7 +26,20 @@ _OPERATOR_EVENTS = frozenset({"rearm_accepted", "rearm_rejected", "operator_note
 
 
 class AuditSink(Protocol):
-    def submit(self, entry: dict[str, Any], checkpoint: bool = False) -> None: ...
+    def submit(self, entry: dict[str, Any], checkpoint: bool = False) -> None:
+        """Hand an entry over; never blocks (the safety path calls this)."""
+
+    def submitted(self) -> int:
+        """Entries submitted so far."""
+
+    def durable(self) -> int:
+        """Of those, how many are durable (in submission order)."""
+
+    def recent_entries(self) -> list[dict[str, Any]]:
+        """The newest entries already durable at start-up (for `AuditPositions`)."""
+
+    def stats(self) -> dict[str, float]: ...
+
     def stop(self) -> None: ...
 
 
@@ -42,7 +55,13 @@ class EntryFactory:
         self.boot_id = str(uuid.uuid4())  # tells monotonic timestamps of different runs apart
         self.version = software_version
 
-    def from_event(self, ev: Event) -> dict[str, Any]:
+    def from_event(
+        self, ev: Event, source: str | None = None, source_n: int = 0, late_ms: float = 0.0
+    ) -> dict[str, Any]:
+        """`source`: "topic:partition:offset" of the input record it was derived from, and
+        `source_n` its place among that record's entries (exactly-once audit of inputs);
+        `late_ms`: how long after the instant it concerns the monitor decided it (it was
+        behind), recorded when at least 1 ms."""
         data = ev.data
         if ev.kind in _OPERATOR_EVENTS:
             actor = f"operator:{data.get('operator_id')}"
@@ -50,7 +69,7 @@ class EntryFactory:
             actor = "site:robot"
         else:
             actor = f"monitor:{self.monitor_id}"
-        return {
+        entry: dict[str, Any] = {
             "schema": AUDIT_SCHEMA,
             "event": ev.kind,
             "procedure_id": ev.procedure_id,
@@ -61,6 +80,12 @@ class EntryFactory:
             "t_mono_ns": ev.mono_ns,
             "data": data,
         }
+        if source is not None:
+            entry["source"] = source
+            entry["source_n"] = source_n
+        if late_ms >= 1.0:
+            entry["late_ms"] = round(late_ms, 3)
+        return entry
 
     def monitor_event(self, kind: str, utc_ns: int, mono_ns: int, **data: Any) -> dict[str, Any]:
         return self.from_event(
@@ -76,6 +101,8 @@ class KafkaMirrorSink:
         import threading
 
         self._publish = publish
+        self._submitted = 0
+        self._published = 0
         self._q: collections.deque[dict[str, Any]] = collections.deque()
         self._wake = threading.Event()
         self._stopped = False
@@ -83,8 +110,21 @@ class KafkaMirrorSink:
         self._thread.start()
 
     def submit(self, entry: dict[str, Any], checkpoint: bool = False) -> None:
+        self._submitted += 1
         self._q.append(entry)
         self._wake.set()
+
+    def submitted(self) -> int:
+        return self._submitted
+
+    def durable(self) -> int:
+        return self._published  # without a ledger, handed to the audit topic's producer
+
+    def recent_entries(self) -> list[dict[str, Any]]:
+        return []
+
+    def stats(self) -> dict[str, float]:
+        return {"queue_depth": float(len(self._q))}
 
     def _run(self) -> None:
         while True:
@@ -95,6 +135,7 @@ class KafkaMirrorSink:
                 batch.append(self._q.popleft())
             if batch:
                 self._publish(batch, encode_entry)
+                self._published += len(batch)
             if self._stopped and not self._q:
                 return
 

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from monitor.audit.checkpoint import KeyFileError
+from monitor.kafka import KafkaSettings, TransportError, open_admin
 from monitor.kafka.settings import add_kafka_arguments, env, settings_from_args
 from monitor.metrics import MonitorMetrics
 from monitor.policy.loader import PackRegistry, PolicyError
 from monitor.security.signing import Keyring, Signer
 from monitor.service import heap
 from monitor.service.audit_sink import AuditSink, KafkaMirrorSink
-from monitor.service.runner import MonitorOptions, MonitorService
+from monitor.service.runner import MonitorOptions, MonitorService, StartupError
 
 log = logging.getLogger("telesafe.monitor")
 
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stdout,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-    logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO chatter drowns safety lines
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # kafka-python's chatter drowns safety lines
     try:
         settings = settings_from_args(args)
         packs = PackRegistry.from_dir(args.rules, default=args.default_pack)
@@ -207,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
         if svc is not None:
             svc.publisher.audit(entries, encode)
 
+    if not _wait_for_kafka(settings, done_flag := threading.Event()):
+        return 1
     try:
         metrics = MonitorMetrics()
         sink = _audit_sink(args, publish_audit, metrics)
@@ -224,22 +227,45 @@ def run(args: argparse.Namespace) -> int:
         print(f"telesafe run: cannot start: {exc}", file=sys.stderr)
         return 1
     holder["svc"] = svc
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    log.info("heap settled: %d start-up objects frozen out of GC scans", heap.settle())
+    done = done_flag
+    log.debug("heap settled: %d start-up objects frozen out of GC scans", heap.settle())
     heap.observe_pauses(metrics.gc_pause)
-    svc.start()
+    try:
+        svc.start()
+    except StartupError as exc:
+        print(f"telesafe run: {exc}", file=sys.stderr)
+        sink.stop()
+        return 2
     try:
         while not done.wait(1.0):
-            if svc.engine_error is not None:
-                log.error("engine failed; exiting so the supervisor restarts the monitor")
+            if svc.error is not None:
+                log.error("monitor loop failed; exiting so the supervisor restarts the monitor")
                 break
     finally:
         svc.stop()
         if recorder is not None:
             recorder.close()
-    return 1 if svc.engine_error is not None else 0
+    return 1 if svc.error is not None else 0
+
+
+def _wait_for_kafka(settings: KafkaSettings, done: threading.Event) -> bool:
+    """Wait until a broker answers (a monitor started before Kafka waits, it does not
+    crash-loop); False if interrupted first. SIGTERM/SIGINT set `done`."""
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    said = 0.0
+    while not done.is_set():
+        try:
+            open_admin(settings, timeout_s=3.0).close()
+            if said:
+                log.info("Kafka at %s answers", settings.bootstrap_servers)
+            return True
+        except TransportError as exc:
+            if time.monotonic() - said >= 30.0:
+                log.warning("waiting for Kafka at %s (%s)", settings.bootstrap_servers, exc)
+                said = time.monotonic()
+        done.wait(1.0)
+    return False
 
 
 def status(args: argparse.Namespace) -> int:

@@ -28,12 +28,28 @@ class LedgerSink:
         self.ledger = ledger
         self._publish = publish
         self._failed = False
+        self._submitted = 0
+        self._bypassed = 0  # after a ledger failure: straight to the audit topic
+        self._recent = _tail(ledger)
 
     def submit(self, entry: dict[str, Any], checkpoint: bool = False) -> None:
+        self._submitted += 1
         if self._failed:
             self._publish([{**entry, "ledgered": False}], encode_entry)
+            self._bypassed += 1
             return
         self.writer.submit(entry, checkpoint=checkpoint)
+
+    def submitted(self) -> int:
+        return self._submitted
+
+    def durable(self) -> int:
+        if self._failed:  # held entries were mirrored too: nothing more will become durable
+            return self._submitted
+        return int(self.writer.stats()["appended"]) + self._bypassed
+
+    def recent_entries(self) -> list[dict[str, Any]]:
+        return self._recent
 
     def ledger_failed(self) -> None:
         """Called once from the writer thread: mirror what it holds, then bypass it."""
@@ -50,6 +66,22 @@ class LedgerSink:
 
     def stats(self) -> dict[str, float]:
         return self.writer.stats()
+
+
+RECENT_ENTRIES = 50_000  # more than the audit of the seconds between two offset commits
+
+
+def _tail(ledger: Ledger, n: int = RECENT_ENTRIES) -> list[dict[str, Any]]:
+    """The newest entries that came from input records (their `source` and `source_n`)."""
+    import json
+
+    size = ledger.size()
+    out = []
+    for idx in range(max(0, size - n), size):
+        entry = json.loads(ledger.entry_bytes(idx))
+        if "source" in entry:
+            out.append({"source": entry["source"], "source_n": entry.get("source_n")})
+    return out
 
 
 def open_ledger_sink(

@@ -12,10 +12,9 @@ import logging
 import time
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
-
 from monitor.audit.ledger import Ledger
 from monitor.icd.topics import Topics
+from monitor.kafka.reading import read_to_end
 from monitor.kafka.settings import KafkaSettings
 
 log = logging.getLogger("telesafe.reconcile")
@@ -46,46 +45,22 @@ def unrecorded_commands(
 ) -> list[dict[str, Any]]:
     """Safe-stops this monitor id published in the lookback window that `known` lacks."""
     topic = Topics(settings.topic_prefix).commands
-    consumer = KafkaConsumer(**settings.consumer_config(client_id=f"{monitor_id}-reconcile"))
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        since = int((time.time() - lookback_s) * 1000)
-        starts = consumer.offsets_for_times({tp: since for tp in tps})
-        ends = consumer.end_offsets(tps)
-        todo = {}
-        for tp in tps:
-            start = starts.get(tp)
-            if start is not None and start.offset < ends[tp]:
-                consumer.seek(tp, start.offset)
-                todo[tp] = ends[tp]
-        found: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        deadline = time.monotonic() + timeout_s
-        while todo and time.monotonic() < deadline:
-            for tp, recs in consumer.poll(timeout_ms=200).items():
-                for r in recs:
-                    try:
-                        cmd = json.loads(r.value)
-                    except (TypeError, ValueError):
-                        continue
-                    cid = cmd.get("command_id")
-                    if (
-                        cmd.get("type") == "safe_stop"
-                        and cmd.get("monitor_id") == monitor_id
-                        and cid
-                        and cid not in known
-                        and cid not in seen
-                    ):
-                        seen.add(cid)
-                        found.append(cmd)
-                if consumer.position(tp) >= todo.get(tp, 0):
-                    todo.pop(tp, None)
-        if todo:
-            log.warning("reconciliation read timed out; %d partition(s) not fully read", len(todo))
-        return found
-    finally:
-        consumer.close()
+    found: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    since = int((time.time() - lookback_s) * 1000)
+    for r in read_to_end(settings, topic, None, f"{monitor_id}-reconcile", since, timeout_s):
+        try:
+            cmd = json.loads(r.value or b"")
+        except ValueError:
+            continue
+        cid = cmd.get("command_id") if isinstance(cmd, dict) else None
+        if (
+            cid
+            and cmd.get("type") == "safe_stop"
+            and cmd.get("monitor_id") == monitor_id
+            and cid not in known
+            and cid not in seen
+        ):
+            seen.add(cid)
+            found.append(cmd)
+    return found

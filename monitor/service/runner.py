@@ -1,68 +1,109 @@
-"""The monitor service: wires Kafka, the engine, metrics, the audit sink and HTTP together.
+"""The monitor service: one deadline-driven loop around the pure rules engine.
 
-Threads and what they own:
-- ingest (`Ingest`): the KafkaConsumer; decodes and dead-letters; enqueues batches.
-- engine (`_engine_loop`, this module): the `Engine`; runs timers at their deadlines, hands
-  commands to the producer, emits monitor heartbeats every 20 ms, refreshes gauges.
-- the producer's own IO thread (kafka-python) delivers what we send.
-- the audit writer (ledger) and the HTTP server run beside, never in the safety path.
+One Python thread does the safety work: it polls Kafka until the engines' next deadline
+(librdkafka fetches and delivers in its own C threads), decodes, runs the engines and
+hands commands to the producers. Beside it, and never in its way: the audit writer
+(SQLite, fsync, signing) and the HTTP server (metrics are built at scrape time).
+
+Per iteration:
+1. poll until the earliest deadline (a rebalance runs `Ownership` callbacks inside);
+2. stamp each record with the instant it counts as heard (its broker append time), sort
+   the batch by it, and feed each record to its shard's engine after the shard's timers
+   due before it;
+3. settle which partitions are caught up, then run each shard's timers up to what it
+   has heard (`timekeeping`), so the monitor's own lag or deafness never counts as a
+   site's silence;
+4. every 20 ms a `monitor_heartbeat` for each procedure of each shard heard recently
+   enough, then serve the producers' delivery reports;
+5. every 250 ms: commit offsets whose audit is durable, publish the procedure view.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from monitor import __version__
+from monitor.broker.topics import check_layout
 from monitor.engine.clock import MS, Clock, Instant, SystemClock
-from monitor.engine.decisions import Decision, Event, SendCommand
+from monitor.engine.decisions import Decision, Event, PublishLatch, SendCommand
 from monitor.engine.engine import Engine, EngineConfig
-from monitor.icd.models import Note, RearmRequest, SafeStop
-from monitor.kafka.settings import KafkaSettings
-from monitor.metrics import PROCEDURE_STATES, MonitorMetrics
+from monitor.icd.models import Latency
+from monitor.icd.topics import Topics
+from monitor.kafka import (
+    Admin,
+    Consumer,
+    KafkaSettings,
+    Producer,
+    Record,
+    TopicPartition,
+    TransportError,
+    open_admin,
+    open_consumer,
+    open_producer,
+)
+from monitor.metrics import MonitorMetrics, ProcedureView
 from monitor.policy.loader import PackRegistry
 from monitor.security.signing import Keyring
-from monitor.service.audit_sink import CHECKPOINT_EVENTS, AuditSink, EntryFactory, encode_entry
+from monitor.service.audit_sink import CHECKPOINT_EVENTS, AuditSink, EntryFactory
+from monitor.service.commits import AuditedOffsets, AuditPositions
 from monitor.service.http import MonitorHTTP
-from monitor.service.inbound import Batch, Deaf, Rejected, Release, Restore
-from monitor.service.ingest import DEAF_AFTER_NS, Ingest, Recorder
+from monitor.service.intake import Intake, Refused
+from monitor.service.ownership import Ownership, Shard
 from monitor.service.publisher import Publisher, Signer
+from monitor.service.sensor import Sensor
+from monitor.service.timekeeping import next_beat, poll_timeout_s, stamp, wake_at
 
 log = logging.getLogger("telesafe.monitor")
 
-# After these the compacted latch-state topic gets the procedure's newest latch (or a
-# tombstone), so whoever owns the procedure next keeps it latched.
-_LATCH_EVENTS = frozenset(
-    {
-        "safe_stop_issued",
-        "safe_stop_acknowledged",
-        "safe_stop_escalated",
-        "rearm_accepted",
-        "procedure_closed",
-        "latch_restored",
-    }
-)
-_LOUD = frozenset(
-    {
-        "safe_stop_issued",
-        "safe_stop_acknowledged",
-        "safe_stop_escalated",
-        "rearm_accepted",
-        "rearm_rejected",
-        "procedure_started",
-        "procedure_ended",
-        "procedure_opened",
-        "warning_raised",
-        "warning_cleared",
-        "policy_unknown",
-        "operator_note",
-    }
-)
+MAX_BATCH = 500  # records per poll: bounds how long timers wait behind one batch (~10 ms)
+POLL_CAP_S = 0.1  # never block longer: the stop flag and health are checked this often
+HOUSEKEEPING_NS = 250 * MS
+STALL_S = 1.0  # /healthz fails when the loop has not turned for this long
+# A loop that did not poll for this long (beyond what it asked to wait) was deaf: it then
+# trusts the client's cached watermarks only once its fetchers have answered again.
+STALL_NS = 100 * MS
+TRUST_AFTER_STALL_NS = 100 * MS
+
+Recorder = Any  # Callable[[Instant, str, bytes | None, bytes | None], None]
+
+
+class StartupError(Exception):
+    """The monitor cannot start as configured (one line, with the fix)."""
+
+
+@dataclass
+class Transport:
+    """The Kafka clients of one monitor: its group consumer, an admin client and the
+    commands, heartbeats and bookkeeping producers (in that order)."""
+
+    consumer: Consumer
+    admin: Admin
+    producers: tuple[Producer, Producer, Producer]
+    read_state: Callable[[list[int]], Iterable[Record]] | None = None
+
+    @classmethod
+    def open(cls, settings: KafkaSettings, options: MonitorOptions) -> Transport:
+        cid = options.monitor_id
+        return cls(
+            open_consumer(
+                settings,
+                "monitor",
+                f"{cid}-consumer",
+                group_id=options.group_id,
+                group_instance_id=options.group_instance_id,
+            ),
+            open_admin(settings),
+            (
+                open_producer(settings, "commands", f"{cid}-commands"),
+                open_producer(settings, "heartbeats", f"{cid}-heartbeats"),
+                open_producer(settings, "bookkeeping", f"{cid}-bookkeeping"),
+            ),
+        )
 
 
 @dataclass
@@ -76,7 +117,6 @@ class MonitorOptions:
     operators: frozenset[str] | None = None
     startup_lookback_s: float = 10.0
     summary_interval_ms: float = 1000.0
-    gauge_interval_s: float = 0.25
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -92,39 +132,43 @@ class MonitorService:
         signer: Signer | None = None,
         keyring: Keyring | None = None,
         recorder: Recorder | None = None,
+        transport: Transport | None = None,
     ) -> None:
+        """`transport`: the Kafka clients to use (default: opened from `settings`)."""
         self.options = options
         self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
         self.clock = clock or SystemClock()
         self.metrics = metrics or MonitorMetrics()
+        self.sensor = Sensor(self.metrics)
         self.packs = packs
-        self.engine = Engine(
-            packs,
-            EngineConfig(
-                monitor_id=options.monitor_id,
-                operators=options.operators,
-                summary_interval_ms=options.summary_interval_ms,
-            ),
+        self.engine_config = EngineConfig(
+            monitor_id=options.monitor_id,
+            operators=options.operators,
+            summary_interval_ms=options.summary_interval_ms,
         )
         self.audit = audit
         self.entries = EntryFactory(options.monitor_id, __version__)
-        self.publisher = Publisher(
-            settings, self.metrics, f"{options.monitor_id}-producer", signer=signer
-        )
-        self.inbox: queue.SimpleQueue[Batch] = queue.SimpleQueue()
-        self.ingest = Ingest(
+        self.positions = AuditPositions(audit.recent_entries())
+        self.offsets = AuditedOffsets()
+        t = transport or Transport.open(settings, options)
+        self.publisher = Publisher(settings, self.metrics, signer=signer, producers=t.producers)
+        self.intake = Intake(self.topics, keyring)
+        self.recorder = recorder
+        self.consumer = t.consumer
+        self.admin = t.admin
+        self.ownership = Ownership(
             settings,
-            options.group_id,
-            f"{options.monitor_id}-consumer",
-            self.inbox,
-            self.publisher,
-            self.metrics,
+            lambda: Engine(packs, self.engine_config),
+            self._handle,
             self.clock,
             options.startup_lookback_s,
-            keyring=keyring,
-            recorder=recorder,
-            group_instance_id=options.group_instance_id,
+            incremental=self.consumer.incremental,
+            on_revoke=self._revoked,
+            check_layout=self._check_layout,
+            read_state=t.read_state,
         )
+        self.ownership.consumer = self.consumer
         self.http = MonitorHTTP(
             options.http_host,
             options.http_port,
@@ -134,21 +178,28 @@ class MonitorService:
             self._status,
         )
         self._stop = threading.Event()
-        self._engine_thread = threading.Thread(
-            target=self._engine_loop, name="telesafe-engine", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="telesafe-loop", daemon=True)
         self._hb_seq: dict[str, int] = {}
-        self._site_counts: dict[tuple[str, str, str], int] = {}
-        self._deaf_limit_ns = int(packs.default.pack.heartbeat.stop_silence_ms * MS)
-        self._known: set[str] = set()
+        self._hb_ns = int(options.heartbeat_interval_ms * MS)
+        self._next_hb = self.clock.now().mono_ns + self._hb_ns
+        self._next_house = self.clock.now().mono_ns
+        self._last_received = 0
+        self._withhold_ns = int(packs.default.pack.heartbeat.stop_silence_ms * MS)
+        self._sites = {t: self.topics.site_of(t) for t in self.topics.all()}
         self._status_cache: dict[str, Any] = {}
+        self._known: set[str] = set()
         self.last_loop_mono = time.monotonic()
-        self.engine_error: BaseException | None = None
-        self.metrics.info.info({"monitor_id": options.monitor_id, "version": __version__})
+        self.error: BaseException | None = None
+        self.metrics.info.info(
+            {"monitor_id": options.monitor_id, "version": __version__, "kafka": settings.client}
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, loop_thread: bool = True) -> None:
+        """Check the topics, record the start, and run. Raises StartupError (one line).
+        `loop_thread=False`: the caller turns the loop itself with `step()` (tests)."""
+        self._check_layout()
         now = self.clock.now()
         self.metrics.up_since.set(time.time())
         ledger = getattr(self.audit, "ledger", None)
@@ -162,6 +213,7 @@ class MonitorService:
                 operators="any (no allow-list configured)"
                 if self.options.operators is None
                 else sorted(self.options.operators),
+                kafka_client=self.settings.client,
             ),
             checkpoint=True,
         )
@@ -178,8 +230,12 @@ class MonitorService:
                 )
             )
         self.http.start()
-        self.ingest.start()
-        self._engine_thread.start()
+        self.consumer.subscribe(
+            [self.topics.telemetry_console, self.topics.telemetry_robot, self.topics.operator],
+            self.ownership,
+        )
+        if loop_thread:
+            self._thread.start()
         log.info(
             "monitor %s started: http://%s:%d/metrics, packs %s",
             self.options.monitor_id,
@@ -187,6 +243,14 @@ class MonitorService:
             self.http.port,
             ", ".join(f"{p.name}@{p.version}" for p in self.packs.all()),
         )
+
+    def _check_layout(self) -> None:
+        from monitor.broker.runtime import BrokerError
+
+        try:
+            check_layout(self.admin, self.topics)
+        except BrokerError as exc:
+            raise StartupError(str(exc)) from None
 
     def _reconcile(self, ledger: Any) -> None:
         from monitor.service.reconcile import ledger_command_ids, unrecorded_commands
@@ -224,293 +288,319 @@ class MonitorService:
 
     def stop(self) -> None:
         self._stop.set()
-        self.ingest.stop()
-        self._engine_thread.join(timeout=5)
-        self.ingest.join(timeout=5)
+        self._thread.join(timeout=5)
+        self._commit(final=True)
+        self.consumer.close(5.0)
         now = self.clock.now()
         self.audit.submit(
             self.entries.monitor_event("monitor_stopped", now.utc_ns, now.mono_ns), checkpoint=True
         )
         self.audit.stop()
         self.publisher.close()
+        self.admin.close()
         self.http.stop()
 
     def wait_ready(self, timeout_s: float = 30.0) -> bool:
-        return self.ingest.assigned_event.wait(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.ownership.shards:
+                return True
+            time.sleep(0.05)
+        return False
 
-    # -- the engine thread -----------------------------------------------------------------
+    # -- the loop ------------------------------------------------------------------------
 
-    def _engine_loop(self) -> None:
+    def _run(self) -> None:
         try:
             self._loop()
         except BaseException as exc:
-            self.engine_error = exc
-            log.exception("engine thread stopped: the monitor is no longer supervising")
+            self.error = exc
+            log.critical("monitor loop stopped: %s; no longer supervising", exc, exc_info=True)
 
     def _loop(self) -> None:
-        eng = self.engine
-        hb_ns = int(self.options.heartbeat_interval_ms * MS)
-        gauge_ns = int(self.options.gauge_interval_s * 1e9)
-        now = self.clock.now()
-        next_hb = now.mono_ns + hb_ns
-        next_gauges = now.mono_ns
         while not self._stop.is_set():
-            nd = eng.next_deadline()
-            wake = min(next_hb, next_gauges) if nd is None else min(nd, next_hb, next_gauges)
-            timeout = (wake - self.clock.now().mono_ns) / 1e9
-            batches: list[Batch] = []
-            # A floor on the wait keeps a loop blocked on `pending` from spinning.
-            with contextlib.suppress(queue.Empty):
-                batches.append(self.inbox.get(timeout=max(0.0002, timeout)))
-            now = self.clock.now()
-            pending = self.ingest.pending_since
-            while True:
-                try:
-                    batches.append(self.inbox.get_nowait())
-                except queue.Empty:
-                    break
-            last_received = 0
-            for b in batches:
-                # Our own deafness is accounted before any timer runs past it.
-                for item in b.items:
-                    if isinstance(item, Deaf):
-                        self._deaf(item, b.received)
-                # Deadlines that passed before this batch arrived fire first, as in replay.
-                self._handle(eng.tick(b.received), b.received)
-                self._process(b)
-                last_received = b.received.mono_ns
-            # Never run timers past a batch the ingest thread is still decoding.
-            limit = now.mono_ns if pending is None else min(now.mono_ns, pending)
-            limit = max(limit, last_received)
-            # While the consumer is deaf (a poll overran), freeze the timers where it went
-            # deaf: its silence is ours, not the sites'. Deaf items later exclude it.
-            polling = self.ingest.polling_since
-            deaf_ns = 0 if polling is None else now.mono_ns - polling
-            if deaf_ns > DEAF_AFTER_NS:
-                limit = min(limit, polling + DEAF_AFTER_NS)  # type: ignore[operator]
-            due = eng.next_deadline()
-            if due is not None and due <= limit:
-                t = now.at_mono(limit)
-                self.metrics.engine_loop_lag.set(max(0, limit - due) / 1e9)
-                self._handle(eng.tick(t), t)
-            now = self.clock.now()
-            if now.mono_ns >= next_hb:
-                # A monitor deaf for longer than a site may be silent stops vouching for the
-                # procedures: the robot's own dead-man timer then holds or stops it.
-                if deaf_ns <= self._deaf_limit_ns:
-                    self._send_heartbeats(now)
-                next_hb = max(next_hb + hb_ns, now.mono_ns + hb_ns // 2)
-            if now.mono_ns >= next_gauges:
-                self._refresh_gauges(now)
-                next_gauges = now.mono_ns + gauge_ns
-            self.last_loop_mono = time.monotonic()
+            self.step()
 
-    def _process(self, batch: Batch) -> None:
-        eng = self.engine
-        now = batch.received
-        for item in batch.items:
-            if isinstance(item, Rejected):
-                eng.on_rejected(item.procedure_id, item.site)
-            elif isinstance(item, Restore):
-                self._handle(eng.restore(item.state, now), now)
-            elif isinstance(item, Deaf):
-                continue  # applied by _deaf before this batch's timers ran
-            elif isinstance(item, Release):
-                self._handle(eng.release(item.procedure_id, now), now)
-            elif isinstance(item, RearmRequest | Note):
-                self.metrics.operator_requests.labels(item.type, "received").inc()
-                self._handle(eng.on_operator(item, now), now)
-            else:
-                self._handle(eng.on_telemetry(item, now), now)
-        if batch.newest_broker_ms:
-            self.metrics.consumer_lag_seconds.set(
-                max(0.0, time.time() - batch.newest_broker_ms / 1e3)
-            )
-
-    def _deaf(self, item: Deaf, at: Instant) -> None:
-        log.warning(
-            "monitor was deaf for %.0f ms; that time is not counted as site silence",
-            (item.end_ns - item.start_ns) / 1e6,
+    def step(self) -> None:
+        """One turn of the loop (tests drive it directly with a fake clock and transport)."""
+        shards = self.ownership.shards
+        wake = wake_at(
+            (s.engine.next_deadline() for s in shards.values() if not s.time.behind),
+            self._next_hb,
+            self._next_house,
         )
-        self._handle(self.engine.exclude_deaf(item.start_ns, item.end_ns, at), at)
+        started = self.clock.now()
+        timeout_s = poll_timeout_s(wake, started.mono_ns, POLL_CAP_S)
+        records = self.consumer.poll(timeout_s, MAX_BATCH)
+        received = self.clock.now()
+        self._check_stall(started, timeout_s, received)
+        if records:
+            self._ingest(records, received)
+        self._settle(received)
+        self.ownership.heard_mono = received.mono_ns
+        self._run_timers(received)
+        now = self.clock.now()
+        if now.mono_ns >= self._next_hb:
+            self._heartbeats(now)
+            self._next_hb = next_beat(self._next_hb, now.mono_ns, self._hb_ns)
+        self.publisher.service()
+        if now.mono_ns >= self._next_house or self.metrics.per_procedure.wanted:
+            self._housekeeping(now)
+            self._next_house = now.mono_ns + HOUSEKEEPING_NS
+        self.last_loop_mono = time.monotonic()
 
-    def _handle(self, decisions: list[Decision], at: Instant) -> None:
-        # Commands first: a safe-stop is on its way before anything is recorded about it.
-        for d in decisions:
-            if isinstance(d, SendCommand):
-                self._send(d)
-        for d in decisions:
-            if isinstance(d, Event):
-                self._on_event(d)
+    def _ingest(self, records: list[Record], received: Instant) -> None:
+        shards = self.ownership.shards
+        stamped: list[tuple[int, int, Record, Shard]] = []
+        for i, r in enumerate(records):
+            shard = shards.get(r.partition)
+            if shard is None:
+                continue  # a partition released inside this very poll
+            tp = TopicPartition(r.topic, r.partition)
+            at = stamp(
+                r.timestamp_ms if r.log_append_time else None, received, shard.time.floor(tp)
+            )
+            shard.time.processed(tp, r.offset, at.mono_ns)
+            stamped.append((at.mono_ns, i, r, shard))
+        # In the order they were heard: a deadline never fires before a record heard
+        # earlier in the same batch (per topic-partition the order is unchanged).
+        stamped.sort(key=lambda x: (x[0], x[1]))
+        counts: dict[tuple[str, str], int] = {}
+        for at_mono, _, r, shard in stamped:
+            at = received.at_mono(at_mono)
+            eng = shard.engine
+            due = eng.next_deadline()
+            if due is not None and due <= at_mono:
+                limit = min(at_mono, shard.time.horizon(received.mono_ns))
+                if due <= limit:
+                    t = received.at_mono(limit)
+                    self._handle(eng.tick(t), t, received=received)
+            self._record(r, shard, at, received, counts)
+        self.sensor.records(counts)
 
-    def _send(self, d: SendCommand) -> None:
-        cmd = d.command
-        self.publisher.command(cmd)
-        if not isinstance(cmd, SafeStop):
-            log.info("REARM sent for %s (command %s)", cmd.procedure_id, cmd.command_id)
+    def _record(
+        self,
+        r: Record,
+        shard: Shard,
+        at: Instant,
+        received: Instant,
+        counts: dict[tuple[str, str], int],
+    ) -> None:
+        site = self._sites.get(r.topic)
+        if self.recorder is not None:
+            self.recorder(at, r.topic, r.key, r.value)
+        item = self.intake.decode(r, site)
+        source = f"{r.topic}:{r.partition}:{r.offset}"
+        if isinstance(item, Refused):
+            rej = item.rejection
+            self.publisher.deadletter(r.key, r.value, rej.reason, source)
+            self.sensor.rejected(site or "operator", rej.code, source, rej.reason)
+            shard.engine.on_rejected(item.procedure_id, site)
             return
-        if d.resend == 0:
-            handed = self.clock.now().mono_ns
-            kind = (
-                "deadline"
-                if cmd.policy.rule in ("heartbeat_silence", "first_heartbeat")
-                else "record"
-            )
-            self.metrics.detection_latency.labels(kind).observe(
-                max(0, handed - d.breach_mono_ns) / 1e9
-            )
-            self.metrics.safe_stops.labels(cmd.policy.rule).inc()
-            log.warning(
-                "SAFE-STOP %s for %s: %s [%s %s, rule %s]",
-                cmd.command_id,
-                cmd.procedure_id,
-                cmd.reason,
-                cmd.policy.pack,
-                cmd.policy.version,
-                cmd.policy.rule,
-            )
+        if site is not None:
+            k = (site, item.type)
+            counts[k] = counts.get(k, 0) + 1
+            if isinstance(item, Latency):
+                self.sensor.latency_samples(item.channel, item.samples_ms)
+            decisions = shard.engine.on_telemetry(item, at)  # type: ignore[arg-type]
         else:
-            self.metrics.safe_stop_resends.inc()
+            self.metrics.operator_requests.labels(item.type, "received").inc()
+            decisions = shard.engine.on_operator(item, at)  # type: ignore[arg-type]
+        if decisions:
+            self._handle(decisions, at, source=source, received=received, r=r)
 
-    def _on_event(self, ev: Event) -> None:
-        m, k, pid, data = self.metrics, ev.kind, ev.procedure_id, ev.data
-        if k == "procedure_ended" and pid is not None:  # final counts, before it is forgotten
-            self._count_site_records(pid, data.get("sites", {}))
-        if k == "warning_raised":
-            m.warnings.labels(data["rule"]).inc()
-        elif k == "safe_stop_acknowledged":
-            m.ack_delay.observe(data["delay_ms"] / 1e3)
-        elif k == "rearm_accepted":
-            m.operator_requests.labels("rearm_request", "accepted").inc()
-        elif k == "rearm_rejected":
-            m.operator_requests.labels("rearm_request", "rejected").inc()
-        if k in _LATCH_EVENTS and pid is not None:
-            proc = self.engine.procedures.get(pid)
-            state = proc.latch_state() if proc is not None else None
-            self.publisher.latch_state(pid, encode_entry(state) if state else None)
-        if k in _LOUD:
-            detail = data.get("reason") or data.get("rule") or data.get("after") or ""
-            if k == "rearm_rejected":
-                detail = "; ".join(data.get("rejected_because", []))
-            log.info("%s %s %s", k.upper(), pid or "", detail)
-        self.audit.submit(self.entries.from_event(ev), checkpoint=k in CHECKPOINT_EVENTS)
+    def _check_stall(self, started: Instant, timeout_s: float, received: Instant) -> None:
+        """The loop could not hear for longer than a poll may take (the process was stopped,
+        swapped out, or a callback blocked): from the previous poll on, every partition is
+        heard only as far as its records say, until the client's fetchers answered again."""
+        previous = self._last_received
+        self._last_received = received.mono_ns
+        overrun = received.mono_ns - started.mono_ns - int(timeout_s * 1e9)
+        gap = started.mono_ns - previous
+        deaf_ns = max(overrun, 0) + max(gap, 0)
+        if deaf_ns <= STALL_NS or previous == 0:
+            return
+        until = received.mono_ns + TRUST_AFTER_STALL_NS
+        for shard in self.ownership.shards.values():
+            shard.time.stall(previous, until)
+        log.warning(
+            "monitor could not hear for %.0f ms; that time is not counted as site silence",
+            deaf_ns / 1e6,
+        )
+        ev = Event(
+            "monitor_deaf",
+            None,
+            received.mono_ns,
+            received.utc_ns,
+            {"duration_ms": round(deaf_ns / 1e6, 3), "shards": len(self.ownership.shards)},
+        )
+        self.audit.submit(self.entries.from_event(ev))
 
-    def _count_site_records(self, pid: str, sites: dict[str, dict[str, Any]]) -> None:
-        """Carry the engine's per-procedure duplicate/lost/stale counts into the counters."""
-        m = self.metrics
-        for site, s in sites.items():
-            for kind, counter in (
-                ("duplicates", m.duplicates),
-                ("lost", m.lost),
-                ("stale", m.stale),
-            ):
-                now_count = int(s.get(kind) or 0)
-                key = (pid, site, kind)
-                delta = now_count - self._site_counts.get(key, 0)
-                if delta > 0:
-                    counter.labels(site).inc(delta)
-                    self._site_counts[key] = now_count
+    def _settle(self, received: Instant) -> None:
+        """Which topic-partitions are caught up, from the high watermarks of the client's
+        last fetches (no network call; ~1 µs each): a record the broker holds that was
+        not processed means the monitor has not heard past it."""
+        watermarks = self.consumer.watermarks
+        for shard in self.ownership.shards.values():
+            t = shard.time
+            for tp in list(t.heard):
+                marks = watermarks(tp, 0.0, cached=True)
+                t.settle(tp, None if marks is None else marks[1], received.mono_ns)
 
-    def _send_heartbeats(self, now: Instant) -> None:
+    def _run_timers(self, received: Instant) -> None:
+        for shard in list(self.ownership.shards.values()):
+            due = shard.engine.next_deadline()
+            if due is None:
+                continue
+            limit = shard.time.horizon(received.mono_ns)
+            if due <= limit:
+                t = received.at_mono(limit)
+                self.metrics.engine_loop_lag.set(max(0, received.mono_ns - due) / 1e9)
+                self._handle(shard.engine.tick(t), t, received=received)
+
+    def _heartbeats(self, now: Instant) -> None:
+        """ICD §4.2 for each procedure of each shard heard recently enough. A shard not
+        heard for longer than a site may be silent gets none: the monitor does not vouch
+        for procedures it cannot hear (the robot's own dead-man timer holds or stops)."""
         beats = []
         seqs = self._hb_seq
-        for pid, status in self.engine.statuses():
-            seq = seqs.get(pid, -1) + 1
-            seqs[pid] = seq
-            beats.append((pid, seq, status))
+        for shard in self.ownership.shards.values():
+            if now.mono_ns - shard.time.horizon(now.mono_ns) > self._withhold_ns:
+                continue
+            for pid, status in shard.engine.statuses():
+                seq = seqs.get(pid, -1) + 1
+                seqs[pid] = seq
+                beats.append((pid, seq, status))
         if beats:
             self.publisher.monitor_heartbeats(beats, now.utc_ns, self.options.monitor_id)
 
-    def _refresh_gauges(self, now: Instant) -> None:
-        m = self.metrics
-        snap = self.engine.snapshot(now)
-        m.procedures.set(len(snap))
-        gone = self._known - snap.keys()
+    # -- decisions -----------------------------------------------------------------------
+
+    def _handle(
+        self,
+        decisions: list[Decision],
+        at: Instant,
+        source: str | None = None,
+        received: Instant | None = None,
+        r: Record | None = None,
+    ) -> None:
+        # Commands first: a safe-stop is on its way before anything is recorded about it.
+        for d in decisions:
+            if isinstance(d, SendCommand):
+                self.publisher.command(d.command)
+                self.sensor.command_sent(d, self.clock.now().mono_ns)
+        n = 0
+        for d in decisions:
+            if isinstance(d, Event):
+                self.sensor.event(d)
+                late = 0.0 if received is None else (received.mono_ns - d.mono_ns) / MS
+                if source is not None and r is not None:
+                    if self.positions.already_audited(r.topic, r.partition, r.offset, n):
+                        n += 1
+                        continue  # in the ledger before a restart: not audited twice
+                    entry = self.entries.from_event(d, source, n, late)
+                    n += 1
+                else:
+                    entry = self.entries.from_event(d, late_ms=late)
+                self.audit.submit(entry, checkpoint=d.kind in CHECKPOINT_EVENTS)
+            elif isinstance(d, PublishLatch):
+                self.publisher.latch_state(
+                    d.procedure_id, None if d.state is None else d.state.to_bytes()
+                )
+
+    # -- offsets, views, health --------------------------------------------------------------
+
+    def _revoked(self, partitions: list[TopicPartition]) -> None:
+        self._commit()
+        self.offsets.forget(partitions)
+
+    def _commit(self, final: bool = False) -> None:
+        ready = self.offsets.committable(self.audit.durable())
+        if ready:
+            self.consumer.commit(ready)
+
+    def _housekeeping(self, now: Instant) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        procedures: dict[str, Any] = {}
+        limits: dict[str, float] = {}
+        withheld: set[str] = set()
+        lag_by_number: dict[str, float] = {}
+        for shard in self.ownership.shards.values():
+            offsets.update(shard.time.next_offset)
+            snap = shard.engine.snapshot(now)
+            procedures.update(snap)
+            lag = (now.mono_ns - shard.time.horizon(now.mono_ns)) / 1e9
+            lag_by_number[str(shard.number)] = lag
+            if lag * 1e9 > self._withhold_ns:
+                withheld |= set(snap)
+            for pid in snap:
+                proc = shard.engine.procedures[pid]
+                limits[pid] = proc.policy.heartbeat.stop_silence_ms / 1e3
+        self.offsets.processed(self.audit.submitted(), offsets)
+        self._commit()
+        gone = self._known - procedures.keys()
         for pid in gone:
-            m.forget_procedure(pid)
             self._hb_seq.pop(pid, None)
-        if gone:
-            self._site_counts = {k: v for k, v in self._site_counts.items() if k[0] not in gone}
-        self._known = set(snap)
-        # Label children that should exist now; stale ones are removed in one pass below
-        # (not one scan per procedure: this runs on the engine thread).
-        want_warn: set[tuple[str, str]] = set()
-        want_latch: set[tuple[str, str]] = set()
-        child = m.child
-        for pid, p in snap.items():
-            self._count_site_records(pid, p["sites"])
-            for state in PROCEDURE_STATES:
-                child(m.procedure_state, pid, state).set(1 if p["state"] == state else 0)
-            for site, s in p["sites"].items():
-                if s["heartbeat_age_s"] is not None:
-                    child(m.heartbeat_age, pid, site).set(s["heartbeat_age_s"])
-                if s["jitter_ms"] is not None:
-                    child(m.link_jitter, pid, site).set(s["jitter_ms"] / 1e3)
-                if s["loss_ratio"] is not None:
-                    child(m.link_loss, pid, site).set(s["loss_ratio"])
-            for ch, qs in p["channels"].items():
-                for q, v in qs.items():
-                    if v is not None:
-                        child(m.latency_quantile, pid, ch, q).set(v / 1e3)
-            for arm, a in p["arms"].items():
-                if a["margin_mm"] is not None and a["margin_mm"] != float("inf"):
-                    child(m.workspace_margin, pid, arm).set(a["margin_mm"] / 1e3)
-                if a["speed_mm_s"] is not None:
-                    child(m.tool_speed, pid, arm).set(a["speed_mm_s"] / 1e3)
-            for w in p["warnings"]:
-                rule = w.split(":", 1)[0]
-                want_warn.add((pid, rule))
-                child(m.warning_active, pid, rule).set(1)
-            latch = p["latch"]
-            if latch is None:
-                child(m.safe_stop_unacked, pid).set(0)
-                child(m.safe_stop_escalated, pid).set(0)
-            else:
-                want_latch.add((pid, latch["rule"]))
-                child(m.safe_stop_latched, pid, latch["rule"]).set(1)
-                child(m.safe_stop_unacked, pid).set(1 if latch["ack"] is None else 0)
-                child(m.safe_stop_escalated, pid).set(1 if latch["escalated"] else 0)
-        for gauge, want in ((m.warning_active, want_warn), (m.safe_stop_latched, want_latch)):
-            for labels in list(gauge._metrics):
-                if labels not in want:
-                    m.remove(gauge, *labels)
-        stats = getattr(self.audit, "stats", None)
-        if stats is not None:
-            st = stats()
-            if st.get("last_checkpoint_unix"):
-                m.ledger_checkpoint_time.set(st["last_checkpoint_unix"])
-            m.ledger_pending.set(st.get("queue_depth", 0))
+        self.sensor.forget(gone)
+        self._known = set(procedures)
+        for pid, p in procedures.items():
+            self.sensor.site_counts(pid, p["sites"])
+        self.metrics.per_procedure.publish(
+            ProcedureView(time.monotonic_ns(), procedures, limits, frozenset(withheld))
+        )
+        m = self.metrics
+        for number, lag in lag_by_number.items():
+            m.consumer_lag_seconds.labels(number).set(lag)
+        for topic, behind in self._records_behind().items():
+            m.consumer_lag.labels(topic).set(behind)
+        m.assigned_partitions.set(len(self.consumer.assignment()))
+        stats = self.audit.stats()
+        if stats.get("last_checkpoint_unix"):
+            m.ledger_checkpoint_time.set(stats["last_checkpoint_unix"])
+        m.ledger_pending.set(stats.get("queue_depth", 0))
         self._status_cache = {
             "monitor_id": self.options.monitor_id,
-            "procedures": snap,
-            "assigned_partitions": len(self.ingest.assigned),
+            "procedures": procedures,
+            "assigned_partitions": sum(len(s.time.heard) for s in self.ownership.shards.values()),
+            "lag_seconds": lag_by_number,
+            "withheld": sorted(withheld),
         }
 
-    # -- HTTP views ------------------------------------------------------------------------
+    def _records_behind(self) -> dict[str, int]:
+        """Records the broker holds that the monitor has not processed, per topic (from the
+        client's cached high watermarks: no network call)."""
+        out: dict[str, int] = {}
+        for shard in self.ownership.shards.values():
+            for tp in shard.time.heard:
+                marks = self.consumer.watermarks(tp, 0.0, cached=True)
+                nxt = shard.time.next_offset.get(tp)
+                behind = 0 if marks is None or nxt is None else max(0, marks[1] - nxt)
+                out[tp.topic] = out.get(tp.topic, 0) + behind
+        return out
 
     def _health(self) -> tuple[bool, dict[str, Any]]:
         loop_age = time.monotonic() - self.last_loop_mono
-        poll_age = time.monotonic() - self.ingest.last_poll_mono
         problems = []
-        if self.engine_error is not None or not self._engine_thread.is_alive():
-            problems.append(f"engine thread stopped: {self.engine_error!r}")
-        if self.ingest.error is not None or not self.ingest.is_alive():
-            problems.append(f"ingest thread stopped: {self.ingest.error!r}")
-        if loop_age > 1.0:
-            problems.append(f"engine loop stalled for {loop_age:.1f} s")
-        if poll_age > 5.0:
-            problems.append(f"consumer has not polled for {poll_age:.1f} s")
-        return not problems, {
-            "problems": problems,
-            "engine_loop_age_s": round(loop_age, 3),
-            "poll_age_s": round(poll_age, 3),
-        }
+        if self.error is not None or not self._thread.is_alive():
+            problems.append(f"monitor loop stopped: {self.error}")
+        if loop_age > STALL_S:
+            problems.append(f"monitor loop stalled for {loop_age:.1f} s")
+        return not problems, {"problems": problems, "loop_age_s": round(loop_age, 3)}
 
     def _ready(self) -> tuple[bool, dict[str, Any]]:
         # Ready = hearing something: an instance holding no partition supervises nothing.
         ok, detail = self._health()
-        assigned = self.ingest.assigned_event.is_set() and bool(self.ingest.assigned)
-        return ok and assigned, {**detail, "partitions_assigned": len(self.ingest.assigned)}
+        held = sum(len(s.time.heard) for s in self.ownership.shards.values())
+        if not held:
+            detail["problems"].append(
+                "no partition assigned yet (joining the consumer group)"
+                if not self.ownership.assigned_once
+                else "no partition assigned (more instances than partitions?)"
+            )
+        return ok and held > 0, {**detail, "partitions_assigned": held}
 
     def _status(self) -> dict[str, Any]:
         return self._status_cache
+
+
+__all__ = ["MonitorOptions", "MonitorService", "StartupError", "TransportError"]

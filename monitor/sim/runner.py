@@ -30,7 +30,16 @@ from monitor.icd.models import (
     SafeStop,
 )
 from monitor.icd.topics import Topics
-from monitor.kafka.settings import KafkaSettings
+from monitor.kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaSettings,
+    Producer,
+    TopicPartition,
+    TransportError,
+    open_consumer,
+    open_producer,
+)
 from monitor.sim.faults import Fault
 from monitor.sim.sites import Outgoing, ProcedureOptions, ProcedureSim
 
@@ -62,9 +71,9 @@ class SimConfig:
     deadman_timeout_ms: float = 500.0
     seed: int | None = None
     kinematics: bool = True
-    # Producer batching window. 0 (the project default) wakes kafka-python's sender
-    # for nearly every record: ~2x the CPU at 10 procedures. 5 ms is far below any
-    # ICD threshold (heartbeat warn 100 ms) and adds at most 5 ms to an ack.
+    # Producer batching window. 0 wakes the sender for nearly every record: ~2x the CPU
+    # at 10 procedures. 5 ms is far below any ICD threshold (heartbeat warn 100 ms) and
+    # adds at most 5 ms to an ack.
     linger_ms: int = 5
 
     def procedure_ids(self) -> list[str]:
@@ -130,8 +139,8 @@ class Simulation:
         )
         self._thread: threading.Thread | None = None
         self._consumer_thread: threading.Thread | None = None
-        self._producer: Any = None
-        self._consumer: Any = None
+        self._producer: Producer | None = None
+        self._consumer: Consumer | None = None
         self._t0 = 0.0
         self._wall_start = 0.0
         self._cpu_start = 0.0
@@ -188,58 +197,28 @@ class Simulation:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("simulation already started")
-        from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-        from kafka.errors import KafkaError
-
         try:
-            self._producer = KafkaProducer(
-                **self.settings.producer_config(
-                    client_id="telesafe-sim", linger_ms=self.config.linger_ms
-                )
+            self._producer = open_producer(
+                self.settings, "site", "telesafe-sim", linger_ms=self.config.linger_ms
             )
-            for site in ("console", "robot"):
-                topic = (
-                    self.topics.telemetry_console
-                    if site == "console"
-                    else self.topics.telemetry_robot
-                )
-                try:
-                    self._producer.partitions_for(topic)
-                except KafkaError:
+            self._consumer = open_consumer(self.settings, "reader", "telesafe-sim-robot")
+            for topic in (
+                self.topics.telemetry_console,
+                self.topics.telemetry_robot,
+                self.topics.commands,
+            ):
+                if not self._consumer.partitions_for(topic, 10.0):
                     raise SimulationError(
                         f"topic {topic!r} does not exist on {self.settings.bootstrap_servers} "
                         "(create the ICD topics first: telesafe broker start / broker topics)"
-                    ) from None
-            # No consumer group: assign every partition and start at the end, so
-            # we listen immediately and never replay old commands.
-            self._consumer = KafkaConsumer(
-                **self.settings.consumer_config(
-                    client_id="telesafe-sim-robot",
-                    group_id=None,
-                    enable_auto_commit=False,
-                    # Long-poll: the broker still answers as soon as a command arrives
-                    # (fetch_min_bytes=1); the 5 ms default only multiplies empty
-                    # fetches (measured: 20 % of a core idle vs 4 %).
-                    fetch_max_wait_ms=100,
-                )
+                    )
+            # No consumer group: every partition from its end, so we listen at once and
+            # never replay old commands.
+            parts = self._consumer.partitions_for(self.topics.commands, 10.0) or []
+            self._consumer.assign(
+                {TopicPartition(self.topics.commands, p): OFFSET_END for p in parts}
             )
-            parts = None
-            deadline = time.monotonic() + 10.0
-            while parts is None and time.monotonic() < deadline:
-                parts = self._consumer.partitions_for_topic(self.topics.commands)
-                if parts is None:
-                    time.sleep(0.1)
-            if not parts:
-                raise SimulationError(
-                    f"topic {self.topics.commands!r} does not exist on "
-                    f"{self.settings.bootstrap_servers}"
-                )
-            tps = [TopicPartition(self.topics.commands, p) for p in sorted(parts)]
-            self._consumer.assign(tps)
-            self._consumer.seek_to_end(*tps)
-            for tp in tps:  # resolve the lazy seek now, before we report ready
-                self._consumer.position(tp)
-        except KafkaError as exc:
+        except TransportError as exc:
             self._close_clients()
             raise SimulationError(
                 f"cannot reach Kafka at {self.settings.bootstrap_servers}: {exc}"
@@ -287,8 +266,9 @@ class Simulation:
     def _consume(self) -> None:
         ids = set(self.procs)
         while not self._stop.is_set():
+            assert self._consumer is not None
             try:
-                batches = self._consumer.poll(timeout_ms=50)
+                records = self._consumer.poll(0.05, 1000)
             except Exception as exc:  # keep listening; Kafka errors are usually transient
                 self._record_event(
                     {"event": "error", "where": "commands consumer", "error": repr(exc)}
@@ -296,19 +276,18 @@ class Simulation:
                 time.sleep(0.2)
                 continue
             got = False
-            for records in batches.values():
-                for rec in records:
-                    arrived = time.monotonic()
-                    try:
-                        cmd = _commands.validate_json(rec.value)
-                    except (ValidationError, ValueError, TypeError):
-                        self._commands_invalid += 1
-                        continue
-                    if cmd.procedure_id not in ids:
-                        self._commands_ignored += 1
-                        continue
-                    self._inbox.put((arrived, cmd))
-                    got = True
+            for rec in records:
+                arrived = time.monotonic()
+                try:
+                    cmd = _commands.validate_json(rec.value or b"")
+                except (ValidationError, ValueError, TypeError):
+                    self._commands_invalid += 1
+                    continue
+                if cmd.procedure_id not in ids:
+                    self._commands_ignored += 1
+                    continue
+                self._inbox.put((arrived, cmd))
+                got = True
             if got:
                 self._wake.set()
 
@@ -356,7 +335,8 @@ class Simulation:
                     self._send(out)
             self._elapsed = end_t
             with contextlib.suppress(Exception):
-                self._producer.flush(timeout=5)
+                if self._producer is not None:
+                    self._producer.flush(5.0)
             self._cpu_used = time.process_time() - self._cpu_start
             self._stop.set()
             if self._consumer_thread is not None:
@@ -364,24 +344,29 @@ class Simulation:
             self._close_clients()
 
     def _send(self, out: list[Outgoing]) -> None:
+        producer = self._producer
+        assert producer is not None, "start() first"
         for o in out:
             topic = (
                 self.topics.telemetry_robot if o.site == "robot" else self.topics.telemetry_console
             )
-            headers = self.sign(o.value) if self.sign is not None else None
-            fut = self._producer.send(topic, key=o.key.encode(), value=o.value, headers=headers)
-            fut.add_errback(self._on_send_error)
+            headers = (self.sign(o.value) or ()) if self.sign is not None else ()
+            try:
+                producer.send(topic, o.key.encode(), o.value, headers, on_error=self._on_send_error)
+            except TransportError as exc:
+                self._on_send_error(str(exc))
+        producer.service()
 
-    def _on_send_error(self, exc: BaseException) -> None:
+    def _on_send_error(self, reason: str) -> None:
         self._send_errors += 1
         if self._send_errors <= 3:  # enough to diagnose; avoid a flood
-            self._record_event({"event": "error", "where": "producer", "error": repr(exc)})
+            self._record_event({"event": "error", "where": "producer", "error": reason})
 
     def _close_clients(self) -> None:
         for client in (self._consumer, self._producer):
             if client is not None:
                 with contextlib.suppress(Exception):
-                    client.close(timeout=2) if client is self._producer else client.close()
+                    client.close(2.0)
 
     # ------------------------------------------------------------------ summary
 

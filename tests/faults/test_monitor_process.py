@@ -165,7 +165,7 @@ def _pause_run(kafka_bootstrap: str, tmp: Path) -> Iterator[Paused]:
         with contextlib.suppress(Exception):
             admin = admin_client(kafka_bootstrap)
             try:
-                admin.delete_topics(topics.all(), raise_errors=False)
+                admin.delete_topics(topics.all(), 10)
             finally:
                 admin.close()
 
@@ -201,11 +201,14 @@ def test_sigstop_gives_no_false_stop_and_counts_only_audible_silence(paused: Pau
     assert not safe_stops(obs, "STOP-ALIVE"), (
         f"false safe-stop after the pause: {safe_stops(obs, 'STOP-ALIVE')}; "
         f"sender gaps {paused.gaps}")
-    # STOP-QUIET's robot was heard until the pause began: its stop needs 300 ms of audible
-    # silence, so it cannot be decided (issued_at) before the monitor could hear again.
+    # STOP-QUIET's robot went quiet 0.3 s into the pause: the broker's timestamps show the
+    # monitor that silence once it hears again, so the stop leaves right after the resume
+    # (never during the pause), decided late, and the audit entry says by how much.
     stop = safe_stops(obs, "STOP-QUIET")[0]
-    assert stop["issued_at"] >= int(paused.resumed_at * 1e9) - 50_000_000, stop
+    assert stop["_received_at"] >= paused.resumed_at, stop
     assert "robot" in stop["reason"], stop["reason"]
+    issued = [e for e in obs.items("STOP-QUIET") if e.get("event") == "safe_stop_issued"]
+    assert issued and issued[0].get("late_ms", 0) >= 500, issued
     later = [h["status"] for h in obs.commands("STOP-ALIVE", "monitor_heartbeat")
              if h["_received_at"] > paused.resumed_at + 1.0]
     assert later and "safe_stop_latched" not in later, later[-5:]

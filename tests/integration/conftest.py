@@ -71,6 +71,6 @@ def topic_prefix(kafka_bootstrap: str) -> Iterator[str]:
     with contextlib.suppress(Exception):
         admin = admin_client(kafka_bootstrap)
         try:
-            admin.delete_topics(Topics(prefix).all(), raise_errors=False)
+            admin.delete_topics(Topics(prefix).all(), 10)
         finally:
             admin.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -217,13 +218,20 @@ class SiteDriver:
             s["f"] = float(f)
         return self.kinematics(arm, [s])
 
-    def rearm_request(self, operator_id: str, reason: str = "itest: sites checked") -> None:
-        """ICD §5.1 on the operator topic (not a site record; keyed the same way)."""
-        req = {"v": 1, "type": "rearm_request", "procedure_id": self.procedure_id,
-               "operator_id": operator_id, "reason": reason, "requested_at": time.time_ns()}
+    def rearm_request(self, operator_id: str, command_id: str,
+                      reason: str = "itest: sites checked", raw: bytes | None = None) -> bytes:
+        """ICD 1.1 §5.1 on the operator topic (not a site record; keyed the same way),
+        naming the latch it clears; `raw`: send exactly these bytes again (a replay).
+        Returns the bytes sent."""
+        if raw is None:
+            req = {"v": 1, "type": "rearm_request", "procedure_id": self.procedure_id,
+                   "operator_id": operator_id, "reason": reason,
+                   "requested_at": time.time_ns(), "command_id": command_id,
+                   "request_id": str(uuid.uuid4())}
+            raw = json.dumps(req).encode()
         with self._lock:
-            self.producer.send(self.topics.operator, key=self.procedure_id.encode(),
-                               value=json.dumps(req).encode())
+            self.producer.send(self.topics.operator, key=self.procedure_id.encode(), value=raw)
+        return raw
 
     # -- lifecycle -----------------------------------------------------------------------
 

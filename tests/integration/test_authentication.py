@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,8 @@ def test_signed_telemetry_forgery_and_replay(kafka_bootstrap: str, topic_prefix:
 
             # A forged re-arm: signed by dr-a but claiming to be dr-b -> dead-lettered.
             req = {"v": 1, "type": "rearm_request", "procedure_id": PID, "operator_id": "dr-b",
-                   "reason": "forged", "requested_at": time.time_ns()}
+                   "reason": "forged", "requested_at": time.time_ns(),
+                   "command_id": stop["command_id"], "request_id": str(uuid.uuid4())}
             raw = json.dumps(req).encode()
             sites.robot_mode = "signed"
             time.sleep(0.5)  # sites healthy again, so only the forgery can stop the re-arm
@@ -133,7 +135,8 @@ def test_signed_telemetry_forgery_and_replay(kafka_bootstrap: str, topic_prefix:
 
             # The genuine dr-b re-arms; then a replay attack: the robot goes silent while an
             # attacker replays a captured, validly signed heartbeat (old seq): no liveness.
-            raw = json.dumps({**req, "reason": "link checked"}).encode()
+            raw = json.dumps({**req, "reason": "link checked", "requested_at": time.time_ns(),
+                              "request_id": str(uuid.uuid4())}).encode()
             sites.prod.send(topics.operator, key=PID.encode(), value=raw,
                             headers=Signer.from_file("dr-b", k["dr-b"]).headers(raw))
             assert watch.wait_for(lambda: bool(watch.of_type("rearm", PID)), 3.0), mon.log()

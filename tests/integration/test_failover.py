@@ -9,6 +9,7 @@ import contextlib
 import json
 import signal
 import time
+import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -108,14 +109,19 @@ def test_sigkill_one_of_three_instances(kafka_bootstrap: str, topic_prefix: str,
         prod = KafkaProducer(bootstrap_servers=[kafka_bootstrap])
         rearmed: set[str] = set()
         for _ in range(10):  # an operator retries while a stalled site looks unhealthy
+            latest = {v["procedure_id"]: v["command_id"] for v in watch.of_type("safe_stop")}
             for pid in late - rearmed:
+                if pid not in latest:
+                    rearmed.add(pid)  # never latched: nothing to clear
+                    continue
                 req = RearmRequest(v=1, type="rearm_request", procedure_id=pid,
                                    operator_id="dr-ok", reason="failover test",
-                                   requested_at=time.time_ns())
+                                   requested_at=time.time_ns(), command_id=latest[pid],
+                                   request_id=str(uuid.uuid4()))
                 prod.send(topics.operator, key=pid.encode(), value=req.model_dump_json().encode())
             prod.flush()
             time.sleep(0.4)
-            rearmed = {v["procedure_id"] for v in watch.of_type("rearm")}
+            rearmed |= {v["procedure_id"] for v in watch.of_type("rearm")}
             if late <= rearmed:
                 break
         prod.close()

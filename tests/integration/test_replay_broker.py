@@ -73,7 +73,7 @@ def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         with contextlib.suppress(Exception):
             admin = admin_client(kafka_bootstrap)
             try:
-                admin.delete_topics(topics.all(), raise_errors=False)
+                admin.delete_topics(topics.all(), 10)
             finally:
                 admin.close()
 

@@ -11,6 +11,7 @@ Timing assertions are generous safety deadlines (limit + 700 ms), not performanc
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import uuid
 import warnings
@@ -67,7 +68,7 @@ def env(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         with contextlib.suppress(Exception):
             admin = admin_client(kafka_bootstrap)
             try:
-                admin.delete_topics(topics.all(), raise_errors=False)
+                admin.delete_topics(topics.all(), 10)
             finally:
                 admin.close()
 
@@ -607,17 +608,25 @@ def _latch_by_silence(p: Proc) -> dict[str, Any]:
     return stop
 
 
-def _rearm_outcome(p: Proc, operator: str) -> dict[str, Any]:
-    p.d.rearm_request(operator)
+def _rearm_outcome(p: Proc, operator: str, raw: bytes | None = None) -> dict[str, Any]:
+    """Send a re-arm naming the procedure's newest latch (as `telesafe rearm` does), or
+    exactly `raw` again (a replay); the monitor's audited decision on this sending."""
+    stops = p.stops()
+    command_id = stops[-1]["command_id"] if stops else "5385a9e6-e433-5d4c-b70d-7c27669ca37a"
+    request_id = json.loads(raw)["request_id"] if raw else None
 
-    def outcome() -> list[dict[str, Any]]:
+    def outcomes() -> list[dict[str, Any]]:
         return [o for o in p.obs.items(p.pid)
-                if o.get("event") in ("rearm_accepted", "rearm_rejected")]
+                if o.get("event") in ("rearm_accepted", "rearm_rejected")
+                and (request_id is None or o["data"].get("request_id") == request_id)]
 
-    got = p.obs.wait_for(outcome, 3.0)
+    before = len(outcomes())
+    sent = p.d.rearm_request(operator, command_id, raw=raw)
+    request_id = json.loads(sent)["request_id"]
+    got = p.obs.wait_for(lambda: outcomes()[before:], 3.0)
     assert got, f"no re-arm outcome audited for {p.pid}\n{p.log_tail()}"
-    assert got[0]["data"]["operator_id"] == operator
-    return dict(got[0])
+    assert got[-1]["data"]["operator_id"] == operator
+    return {**got[-1], "_sent": sent}
 
 
 def test_rearm_accepted_after_stop_when_both_sites_healthy(env: Env) -> None:
@@ -664,6 +673,34 @@ def test_new_breach_after_rearm_is_a_new_episode(env: Env) -> None:
         assert p.obs.wait_for(lambda: p.statuses()[-1] == "safe_stop_latched", 2.0)
 
     scenario(env, "rearm-again", body, episodes=2)
+
+
+@pytest.mark.hazard("H-13")
+def test_replayed_rearm_cannot_clear_a_newer_latch(env: Env) -> None:
+    """ICD 1.1 §5.1 on the real broker: the same bytes of an accepted re-arm, sent again
+    after a new breach latched the procedure, are refused and change nothing."""
+    def body(p: Proc) -> None:
+        first = _latch_by_silence(p)
+        p.ack()
+        p.d.resume("robot")
+        time.sleep(0.3)
+        accepted = _rearm_outcome(p, "dr-demo")
+        assert accepted["event"] == "rearm_accepted"
+        assert p.obs.wait_for(lambda: p.obs.commands(p.pid, "rearm"), 2.0)
+        p.d.tip("psm1", [0.0, 0.0, -100.0], f=16.0)
+        second = p.obs.wait_for(lambda: [s for s in p.stops()
+                                         if s["command_id"] != first["command_id"]], 3.0)
+        assert second, f"no second safe_stop\n{p.log_tail()}"
+        time.sleep(0.3)
+        replay = _rearm_outcome(p, "dr-demo", raw=accepted["_sent"])
+        assert replay["event"] == "rearm_rejected", replay
+        why = " ".join(replay["data"]["rejected_because"])
+        assert first["command_id"] in why and "already used" in why, why
+        time.sleep(0.3)
+        assert len(p.obs.commands(p.pid, "rearm")) == 1
+        assert p.statuses()[-1] == "safe_stop_latched"
+
+    scenario(env, "rearm-replay", body, episodes=2)
 
 
 def test_rearm_rejected_while_control_latency_is_out_of_band(env: Env) -> None:

@@ -7,7 +7,9 @@ import subprocess
 import pytest
 from prometheus_client import generate_latest
 
-from monitor.metrics import PROCEDURE_STATES, MonitorMetrics
+from monitor.metrics import MonitorMetrics
+
+from .views import procedure, view
 
 pytestmark = pytest.mark.usefixtures("prom_binaries")
 
@@ -28,26 +30,16 @@ def populated_metrics() -> MonitorMetrics:
     m.stale.labels("robot").inc()
     m.operator_requests.labels("rearm_request", "accepted").inc()
     m.consumer_lag.labels("telesafe.telemetry.robot").set(0)
-    m.consumer_lag_seconds.set(0.01)
+    m.consumer_lag_seconds.labels("0").set(0.01)
     m.assigned_partitions.set(6)
     m.latency.labels("control").observe(0.048)
-    for q in ("0.5", "0.95", "0.99"):
-        m.latency_quantile.labels("p1", "control", q).set(0.05)
-    m.heartbeat_age.labels("p1", "robot").set(0.02)
-    m.link_jitter.labels("p1", "robot").set(0.002)
-    m.link_loss.labels("p1", "robot").set(0.0)
-    m.workspace_margin.labels("p1", "psm1").set(0.03)
-    m.tool_speed.labels("p1", "psm1").set(0.05)
-    for s in PROCEDURE_STATES:
-        m.procedure_state.labels("p1", s).set(1 if s == "armed" else 0)
-    m.procedures.set(1)
+    m.per_procedure.publish(
+        view(p1=procedure(warnings=("control_latency:control",)),
+             p2=procedure("safe_stop_latched", latch_rule="heartbeat_silence"))
+    )
     m.warnings.labels("control_latency").inc()
-    m.warning_active.labels("p1", "control_latency").set(0)
     m.safe_stops.labels("heartbeat_silence").inc()
-    m.safe_stop_latched.labels("p1", "heartbeat_silence").set(1)
     m.safe_stop_resends.inc()
-    m.safe_stop_unacked.labels("p1").set(0)
-    m.safe_stop_escalated.labels("p1").set(0)
     m.ack_delay.observe(0.02)
     m.detection_latency.labels("timer").observe(0.001)
     m.commands_sent.labels("safe_stop").inc()

@@ -14,9 +14,10 @@ import pytest
 from prometheus_client import start_http_server
 
 from monitor.dashboards import all_queries, render_query
-from monitor.metrics import PROCEDURE_STATES, MonitorMetrics
+from monitor.metrics import MonitorMetrics
 
 from .promstack import Delivery, PromStack, free_port, wait_until, webhook_alerts
+from .views import procedure, view
 
 pytestmark = [pytest.mark.usefixtures("prom_binaries"), pytest.mark.slow]
 
@@ -27,11 +28,7 @@ PID = "proc-smoke-1"
 def exporter() -> Iterator[tuple[MonitorMetrics, str]]:
     m = MonitorMetrics(with_process=False)
     m.info.info({"monitor_id": "smoke", "version": "0.1.0"})
-    m.procedures.set(1)
-    for s in PROCEDURE_STATES:
-        m.procedure_state.labels(PID, s).set(1 if s == "armed" else 0)
-    for site in ("console", "robot"):
-        m.heartbeat_age.labels(PID, site).set(0.02)
+    m.per_procedure.publish(view(**{PID: procedure()}))
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=m.registry)
     try:
@@ -67,9 +64,9 @@ def test_page_reaches_webhook_pagerduty_opsgenie_and_resolves(
             assert any(a["labels"]["alertname"] == "Watchdog" for a in webhook_alerts(wd))
 
             # Latch a safe-stop, as the monitor does (ICD §7) -> SafeStopIssued page.
-            m.safe_stop_latched.labels(PID, "heartbeat_silence").set(1)
-            for s in PROCEDURE_STATES:
-                m.procedure_state.labels(PID, s).set(1 if s == "safe_stop_latched" else 0)
+            m.per_procedure.publish(
+                view(**{PID: procedure("safe_stop_latched", latch_rule="heartbeat_silence")})
+            )
             page = stack.receiver.wait_for(
                 _has_alert(  # type: ignore[arg-type]
                     "SafeStopIssued",
@@ -96,9 +93,7 @@ def test_page_reaches_webhook_pagerduty_opsgenie_and_resolves(
             assert og.body["priority"] == "P1"
 
             # Re-arm: the latch clears -> the webhook receives the resolution.
-            m.safe_stop_latched.remove(PID, "heartbeat_silence")
-            for s in PROCEDURE_STATES:
-                m.procedure_state.labels(PID, s).set(1 if s == "armed" else 0)
+            m.per_procedure.publish(view(**{PID: procedure()}))
             stack.receiver.wait_for(
                 _has_alert(  # type: ignore[arg-type]
                     "SafeStopIssued", "resolved", procedure_id=PID

@@ -7,6 +7,7 @@ Not a test module itself; test files import it (`from tests.unit.enginekit impor
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -57,6 +58,7 @@ class Driver:
         self.seqs: dict[tuple[str, str], int] = {}
         self.offsets: dict[tuple[str, str], int] = {}  # site clock minus UTC, ns
         self.decisions: list[Decision] = []
+        self._requests = 0
 
     # -- time ----------------------------------------------------------------------------
 
@@ -190,16 +192,41 @@ class Driver:
         self.decisions.extend(out)
         return out
 
-    def rearm(self, operator_id: str = "op-1", pid: str | None = None) -> list[Decision]:
+    def rearm(
+        self,
+        operator_id: str = "op-1",
+        pid: str | None = None,
+        command_id: str | None = None,
+        request_id: str | None = None,
+        age_ms: float = 0.0,
+        type_: str = "rearm_request",
+    ) -> list[Decision]:
+        """An ICD 1.1 §5.1 request (or §5.3 with type_="latch_close"). By default it names
+        the procedure's current latch and a fresh request id, as `telesafe rearm` does."""
+        pid = pid or self.pid
+        if command_id is None:
+            proc = self.engine.procedures.get(pid)
+            latch = None if proc is None else proc.latch
+            command_id = "no-latch" if latch is None else latch.command.command_id
         return self.operator(
             {
-                "type": "rearm_request",
-                "procedure_id": pid or self.pid,
+                "type": type_,
+                "procedure_id": pid,
                 "operator_id": operator_id,
                 "reason": "checked the link",
-                "requested_at": self.now().utc_ns,
+                "requested_at": self.now().utc_ns - round(age_ms * MS),
+                "command_id": command_id,
+                "request_id": request_id or self.next_request_id(),
             }
         )
+
+    def next_request_id(self) -> str:
+        """A fresh request id, the same sequence in every run (replays stay comparable)."""
+        self._requests += 1
+        return str(uuid.UUID(int=self._requests))
+
+    def close_latch(self, operator_id: str = "op-1", **kw: Any) -> list[Decision]:
+        return self.rearm(operator_id, type_="latch_close", **kw)
 
     # -- scenarios -----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from monitor.icd.decode import MAX_RECORD_BYTES, Rejection, decode_operator, dec
 from monitor.icd.models import (
     Heartbeat,
     Kinematics,
+    LatchClose,
     Latency,
     Link,
     Note,
@@ -265,12 +266,16 @@ REARM = {
     "operator_id": "op",
     "reason": "link restored",
     "requested_at": 5,
+    "command_id": "5385a9e6-e433-5d4c-b70d-7c27669ca37a",
+    "request_id": "4f1d2c3b-5a6e-4b7c-8d9e-0f1a2b3c4d5e",
 }
+CLOSE = {**REARM, "type": "latch_close"}
 NOTE = {"v": 1, "type": "note", "procedure_id": "P-1", "operator_id": "op", "text": "hello"}
 
 
 def test_operator_requests_decode() -> None:
     assert isinstance(decode_operator(enc(REARM), KEY), RearmRequest)
+    assert isinstance(decode_operator(enc(CLOSE), KEY), LatchClose)
     assert isinstance(decode_operator(enc(NOTE), KEY), Note)
 
 
@@ -281,6 +286,11 @@ def test_operator_requests_decode() -> None:
         ({**REARM, "v": True}, KEY, "schema"),
         ({**REARM, "type": "shutdown"}, KEY, "schema"),
         ({**NOTE, "text": ""}, KEY, "schema"),
+        # ICD 1.1 §5.1: a re-arm names the latch it clears and carries a unique request id.
+        ({k: v for k, v in REARM.items() if k != "command_id"}, KEY, "schema"),
+        ({k: v for k, v in REARM.items() if k != "request_id"}, KEY, "schema"),
+        ({**REARM, "request_id": "not-a-uuid"}, KEY, "schema"),
+        ({**CLOSE, "reason": ""}, KEY, "schema"),
         (REARM, b"P-2", "key_mismatch"),
     ],
 )

@@ -47,7 +47,7 @@ def test_doc_example_is_valid(name: str, example: dict[str, object]) -> None:
     if "site" in example:
         rec = decode_telemetry(raw, pid, example["site"])  # type: ignore[arg-type]
         assert not isinstance(rec, Rejection), rec
-    elif name in ("rearm_request", "note"):
+    elif name in ("rearm_request", "latch_close", "note"):
         req = decode_operator(raw, pid)
         assert not isinstance(req, Rejection), req
     else:

@@ -1,0 +1,146 @@
+"""How the monitor's loop keeps time, per partition: pure functions and a small tracker.
+
+The rule (docs/architecture.md, "When the monitor itself cannot hear"): the monitor may
+only judge a site silent for time it *could* hear. For each topic-partition it tracks the
+instant up to which it has heard every record ("heard until"):
+
+- caught up (nothing left at the broker that it has not processed): up to the moment its
+  last poll returned;
+- behind (records waiting in Kafka because the monitor was slow, or a rebalance or pause
+  stopped it): up to the broker append time of the last record it processed.
+
+A record is stamped with its broker append time on the monitor's clock (never earlier than
+what was already heard on its topic-partition, never later than its receipt), so time it
+spent waiting for the monitor is not counted against the site, and staleness measures the
+site's own delay. A partition number's engine runs its timers only up to the earliest
+"heard until" of its topic-partitions; while that lags the clock by more than the silence
+stop limit, its procedures get no `monitor_heartbeat` (the robot's dead-man takes over).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from monitor.engine.clock import Instant
+from monitor.kafka.api import TopicPartition
+
+NS_PER_MS = 1_000_000
+
+
+def stamp(broker_ms: int | None, received: Instant, floor_mono: int) -> Instant:
+    """The instant a record counts as heard: its broker append time on the monitor's clock,
+    clamped into [floor_mono, received]. Without a broker time, its receipt."""
+    if broker_ms is None:
+        return received
+    mono = received.mono_ns - (received.utc_ns - broker_ms * NS_PER_MS)
+    if mono < floor_mono:
+        mono = floor_mono
+    if mono >= received.mono_ns:
+        return received
+    return received.at_mono(mono)
+
+
+@dataclass(slots=True)
+class PartitionTime:
+    """What the monitor has heard on the topic-partitions of one partition number.
+
+    A topic-partition is *behind* from its assignment (or revoke, or pause) until a poll
+    shows nothing left at the broker that the monitor has not processed; while behind, it
+    is heard only up to the last record processed (or the moment it stopped hearing).
+    """
+
+    number: int
+    heard: dict[TopicPartition, int] = field(default_factory=dict)  # mono ns
+    behind: set[TopicPartition] = field(default_factory=set)
+    stopped: set[TopicPartition] = field(default_factory=set)  # revoked, not (yet) back
+    hold_until: int = 0  # after a stall: the client's watermarks are not trusted before this
+    next_offset: dict[TopicPartition, int] = field(default_factory=dict)
+
+    def assign(self, tp: TopicPartition, now_mono: int, start_offset: int | None) -> None:
+        """Start consuming `tp` at `start_offset` (None or negative: the end). A
+        topic-partition frozen by a revoke stays frozen where it was until the monitor has
+        caught up on it."""
+        if tp not in self.behind:
+            self.heard[tp] = now_mono
+            self.behind.add(tp)
+        self.stopped.discard(tp)
+        if start_offset is None or start_offset < 0:
+            self.next_offset.pop(tp, None)
+        else:
+            self.next_offset[tp] = start_offset
+
+    def freeze(self, tp: TopicPartition, heard_mono: int) -> None:
+        """The monitor stops hearing `tp`; it had heard everything up to `heard_mono`. It
+        stays behind until assigned again and caught up."""
+        if tp not in self.behind:
+            self.heard[tp] = heard_mono
+            self.behind.add(tp)
+        self.stopped.add(tp)
+
+    def stall(self, heard_mono: int, until_mono: int) -> None:
+        """The whole process could not hear from `heard_mono` (it was stopped, or paused
+        longer than a poll may take): every topic-partition is behind from there, and the
+        client's cached watermarks (as old as the stall) are not trusted before `until_mono`,
+        when its fetchers have answered again."""
+        for tp in self.heard:
+            self.freeze(tp, heard_mono)
+            self.stopped.discard(tp)
+        self.hold_until = max(self.hold_until, until_mono)
+
+    def drop(self, tp: TopicPartition) -> None:
+        self.heard.pop(tp, None)
+        self.behind.discard(tp)
+        self.stopped.discard(tp)
+        self.next_offset.pop(tp, None)
+
+    def floor(self, tp: TopicPartition) -> int:
+        """No record of `tp` may be stamped earlier than this (time already judged)."""
+        return self.heard.get(tp, 0)
+
+    def processed(self, tp: TopicPartition, offset: int, heard_mono: int) -> None:
+        self.next_offset[tp] = offset + 1
+        if heard_mono > self.heard.get(tp, 0):
+            self.heard[tp] = heard_mono
+
+    def settle(self, tp: TopicPartition, high_watermark: int | None, received_mono: int) -> None:
+        """After a poll that returned at `received_mono`: caught up on `tp` when the broker's
+        high watermark (from the client's last fetch; None: no fetch answered yet) is not
+        beyond what was processed."""
+        if high_watermark is None or tp in self.stopped or received_mono < self.hold_until:
+            return
+        nxt = self.next_offset.get(tp)
+        if nxt is None or nxt >= high_watermark:
+            self.behind.discard(tp)
+            self.heard[tp] = received_mono
+        elif tp not in self.behind:
+            self.behind.add(tp)
+
+    def horizon(self, received_mono: int) -> int:
+        """Everything of this number is heard up to here (at most `received_mono`)."""
+        h = received_mono
+        for tp in self.behind:
+            v = self.heard.get(tp, received_mono)
+            if v < h:
+                h = v
+        return h
+
+
+def wake_at(deadlines: Iterable[int | None], *others: int) -> int:
+    """The earliest of the engines' next deadlines (None: none) and the loop's own ones."""
+    best = min(others)
+    for d in deadlines:
+        if d is not None and d < best:
+            best = d
+    return best
+
+
+def poll_timeout_s(wake_mono: int, now_mono: int, cap_s: float) -> float:
+    """How long the next poll may wait: until the wake-up, at most `cap_s`, never negative."""
+    return max(0.0, min(cap_s, (wake_mono - now_mono) / 1e9))
+
+
+def next_beat(previous_due: int, now_mono: int, interval_ns: int) -> int:
+    """The next heartbeat burst: on the cadence, but never a burst of catch-up beats after a
+    stall (at least half an interval from now)."""
+    return max(previous_due + interval_ns, now_mono + interval_ns // 2)
