@@ -1,8 +1,9 @@
-"""The worked signing example in docs/icd.md (ICD §8) is what telesafe's own code computes.
+"""The worked examples in docs/icd.md are what telesafe's own code computes.
 
-Robot and console vendors check their implementation against the example, so the doc
-must not drift from `monitor/security/signing.py`: every value is parsed out of the doc
-and recomputed here, signing and verifying with the code the monitor runs.
+Robot and console vendors check their implementation against them, so the doc must not
+drift from the code: every value is parsed out of the doc and recomputed here, signing and
+verifying with `monitor/security/signing.py` (ICD §8), partitioning with the monitor's
+partitioner (ICD §2).
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import zlib
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from kafka.partitioner.default import murmur2
 
 from monitor.icd.decode import Rejection, decode_telemetry
+from monitor.kafka.partitioner import MemoPartitioner
 from monitor.security.signing import KEY_HEADER, SIG_HEADER, Keyring, Signer
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "icd.md"
@@ -27,17 +31,17 @@ def _block(marker: str) -> str:
     return str(found[0])
 
 
-def _example() -> dict[str, str]:
+def _example(marker: str) -> dict[str, str]:
     """`label: value` lines; a value runs to the end of its line, byte for byte."""
     out: dict[str, str] = {}
-    for line in _block("signing-example").splitlines():
+    for line in _block(marker).splitlines():
         label, sep, value = line.partition(":")
         assert sep, f"not a 'label: value' line: {line!r}"
         out[label.strip()] = value.lstrip(" ")
     return out
 
 
-EX = _example()
+EX = _example("signing-example")
 SEED = bytes.fromhex(EX["private key (32-byte seed, hex)"])
 VALUE = EX["value"].encode("utf-8")
 KEY_NAME = EX[KEY_HEADER]
@@ -102,3 +106,30 @@ def test_another_key_gives_another_signature() -> None:
     """Control: the documented signature belongs to the documented key only."""
     other = Ed25519PrivateKey.from_private_bytes(bytes(32))
     assert Signer(KEY_NAME, other).headers(VALUE)[0] != (SIG_HEADER, SIG)
+
+
+class _Cluster:
+    """The ClusterMetadata calls the partitioners make: one topic, all partitions up."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+
+    def topics(self) -> set[str]:
+        return {"t"}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
+
+    available_partitions_for_topic = partitions_for_topic
+
+
+def test_partition_example_is_the_monitors_partitioner() -> None:
+    ex = _example("partition-example")
+    key, n = ex["key"].encode(), int(ex["partitions"])
+    assert f"{murmur2(key) & 0xFFFFFFFF:08x}" == ex["murmur2 (32-bit, hex)"]
+    want = int(ex["partition (murmur2, required)"])
+    assert MemoPartitioner().partition("t", key, key, None, None, _Cluster(n)) == want
+    # librdkafka's default `consistent_random` is CRC32 modulo the partition count: the
+    # doc's warning names the partition it would pick, which must differ.
+    wrong = int(ex["partition (librdkafka default, wrong)"])
+    assert zlib.crc32(key) % n == wrong != want
