@@ -15,11 +15,13 @@ What ``server.start(..., security=SecureBroker)`` runs (see docs/security.md):
   could then administer the cluster through the controller port.)
 * ``StandardAuthorizer``, ``super.users=User:admin``, ``allow.everyone.if.no.acl.found=
   false``: every principal other than ``admin`` can do exactly what the ACLs of
-  ``telesafe_acls`` allow and nothing else.
+  ``telesafe_grants`` allow and nothing else.
 
-Everything secret (SCRAM passwords, the controller secret, the keystore password) is
-generated once per data dir into ``<data dir>/secure/credentials.json`` (mode 0600) and
-reused on every start, because the SCRAM credentials live in the formatted storage.
+The SCRAM passwords and the controller secret are generated once per data dir into
+``<data dir>/secure/credentials.json`` (mode 0600) and reused on every start, because the
+SCRAM credentials live in the formatted storage. The TLS material lives in the CA directory
+(``<data dir>/secure/ca`` unless one is given): the broker's keystore ``server.p12`` and
+its password in ``server.p12.password`` (both 0600).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ ADMIN_USER = "admin"
 SERVICE_USERS = ("monitor", "console", "robot", "operator")
 STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 DEFAULT_MONITOR_GROUP = "telesafe-monitor"
+# A site's consumer groups for reading commands start with <prefix>telesafe-site-<site>.
+SITE_GROUP_STEM = "telesafe-site-"
 
 SECURE_SUBDIR = "secure"
 CREDENTIALS_FILE = "credentials.json"
@@ -462,13 +466,21 @@ def ensure_topics(
 Grant = AclGrant  # one row of the ACL table: `principal` may `operation` on a resource
 
 
+def site_group(prefix: str, site: str) -> str:
+    """The group-id prefix a site may use to read commands, e.g. ``telesafe-site-robot``."""
+    return f"{prefix}{SITE_GROUP_STEM}{site}"
+
+
 def telesafe_grants(prefix: str = "", monitor_group: str = DEFAULT_MONITOR_GROUP) -> list[Grant]:
     """Least-privilege ALLOW grants for the ICD principals (everything else is denied).
 
     * ``console``: WRITE its telemetry topic (ICD §2: a site writes only its own
       telemetry topic); READ the commands topic (the console displays them, ICD §2).
-    * ``robot``: WRITE its telemetry topic; READ the commands topic, without a consumer
-      group (the robot assigns partitions itself, as the simulator does).
+    * ``robot``: WRITE its telemetry topic; READ the commands topic.
+    * both sites: READ on the groups whose id starts with ``<prefix>telesafe-site-<site>``
+      (a PREFIXED ACL). A site assigns the commands partitions itself and commits
+      nothing, but librdkafka (confluent-kafka) insists on a ``group.id`` and looks up its
+      coordinator, which needs this grant; kafka-python with ``group_id=None`` does not.
     * ``monitor``: READ both telemetry topics and the operator topic, in its consumer
       group; WRITE commands, audit, deadletter and state; READ commands (start-up
       reconciliation reads back its own recent commands) and state (latch restore).
@@ -499,6 +511,12 @@ def telesafe_grants(prefix: str = "", monitor_group: str = DEFAULT_MONITOR_GROUP
             described.add((user, name))
             grants.append(Grant(f"User:{user}", describe, topic, name))
     grants.append(Grant("User:monitor", read, group, monitor_group))
+    # librdkafka (confluent-kafka) needs a group.id even for assign(), and then asks for
+    # the group's coordinator: without a group ACL the site gets GROUP_AUTHORIZATION_FAILED
+    # (fetching still works). Each site may use the groups named <prefix>telesafe-site-<site>*
+    # for its own command readers; never the monitor's group, never the other site's.
+    for site in ("console", "robot"):
+        grants.append(Grant(f"User:{site}", read, group, site_group(prefix, site), prefixed=True))
     return grants
 
 

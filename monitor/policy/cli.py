@@ -4,12 +4,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from monitor.policy.loader import LoadedPack, PolicyError, load_pack_file, schema
+from monitor.policy.loader import (
+    DEFAULT_PACK,
+    LoadedPack,
+    PolicyError,
+    Problem,
+    check_dir,
+    load_pack_file,
+    schema,
+)
+
+CHECK_HELP = "validate pack files or directories; list every problem with its JSON path"
+CHECK_DESCRIPTION = (
+    "Validate policy packs and list every problem of each, with its JSON path. A DIR is "
+    "checked exactly as `telesafe run --rules DIR` loads it: every *.yaml in it, names "
+    "unique, a default pack present. Exit 1 if anything is invalid."
+)
+DEFAULT_PACK_HELP = (
+    "for a DIR: the pack for procedures that name none, as `run --default-pack` "
+    "(default %(default)s)"
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,8 +40,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Work with policy packs (rules/*.yaml).",
     )
     ps = p.add_subparsers(dest="policy_command", metavar="SUBCOMMAND", required=True)
-    c = ps.add_parser("check", help="validate pack files; exit 1 naming the JSON path of a problem")
-    c.add_argument("files", nargs="+", metavar="FILE")
+    c = ps.add_parser("check", help=CHECK_HELP, description=CHECK_DESCRIPTION)
+    c.add_argument("paths", nargs="+", metavar="FILE|DIR")
+    default = os.environ.get("TELESAFE_DEFAULT_PACK", DEFAULT_PACK)
+    c.add_argument("--default-pack", default=default, help=DEFAULT_PACK_HELP)
     c.set_defaults(func=check)
     e = ps.add_parser("explain", help="print a pack's rules as a readable table")
     e.add_argument("file", metavar="FILE")
@@ -31,15 +54,52 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def check(args: argparse.Namespace) -> int:
     bad = 0
-    for f in args.files:
+    for arg in args.paths:
+        path = Path(arg)
+        if path.is_dir():
+            bad += _check_dir(path, args.default_pack)
+            continue
         try:
-            lp = load_pack_file(f)
+            lp = load_pack_file(path)
         except PolicyError as exc:
-            print(f"INVALID {exc}", file=sys.stderr)
+            _invalid(arg, exc.problems)
             bad += 1
             continue
-        print(f"ok {f}: pack {lp.name} version {lp.version} sha256 {lp.sha256}")
+        _ok(arg, lp)
     return 1 if bad else 0
+
+
+def _ok(source: str, lp: LoadedPack) -> None:
+    print(f"ok {source}: pack {lp.name} version {lp.version} sha256 {lp.sha256}")
+
+
+def _invalid(source: str, problems: list[Problem]) -> None:
+    n = len(problems)
+    print(f"INVALID {source}: {n} problem{'s' if n > 1 else ''}", file=sys.stderr)
+    for pr in problems:
+        print(f"  {pr.where()}", file=sys.stderr)
+
+
+def _check_dir(directory: Path, default: str) -> int:
+    """One result per pack file, then the directory's own; 1 if `run --rules` would refuse."""
+    result = check_dir(directory, default)
+    for f in result.files:
+        if f.pack is not None:
+            _ok(str(f.path), f.pack)
+        elif f.error is not None:
+            _invalid(str(f.path), f.error.problems)
+    if result.problems:
+        _invalid(str(directory), result.problems)
+    for stray in sorted(directory.glob("*.yml")):  # a likely slip for .yaml
+        print(f"note {stray}: not loaded: `telesafe run --rules` reads *.yaml files only",
+              file=sys.stderr)  # fmt: skip
+    if not result.ok:
+        print(f"{directory}: `telesafe run --rules {directory}` would refuse these packs",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"{directory}: {len(result.files)} pack(s), default {default!r}: "
+          f"`telesafe run --rules {directory}` loads them")  # fmt: skip
+    return 0
 
 
 def rows(lp: LoadedPack) -> list[tuple[str, str, str, str]]:
@@ -133,7 +193,7 @@ def explain(args: argparse.Namespace) -> int:
     try:
         lp = load_pack_file(args.file)
     except PolicyError as exc:
-        print(f"INVALID {exc}", file=sys.stderr)
+        _invalid(args.file, exc.problems)
         return 1
     t = Table(title=f"{lp.name} {lp.version} — {lp.pack.description}\nsha256 {lp.sha256}")
     for col in ("rule", "signal", "warn", "safe-stop"):

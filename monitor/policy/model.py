@@ -2,16 +2,47 @@
 
 Field names carry their unit (`_ms`, `_mm`, `_n`, `_ratio`) so a pack reads unambiguously.
 Comparisons are strict as in ICD §7: a value exactly at a limit is not a breach.
+
+The JSON Schema checks each field on its own; the validators here check what it cannot
+express: every warn limit lies below its safe-stop limit, boxes have positive extent, a
+zone has one shape. They report every such problem of a section at once, each naming its
+field (`Problems`), so the loader can give the JSON path of each.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PosMs = Annotated[float, Field(gt=0)]
 Point = Annotated[list[float], Field(min_length=3, max_length=3)]
+
+# The field pairs (warn, stop) that must be strictly ordered: a warning has to be able to
+# come before the safe-stop. Both fields must be set for the rule to apply.
+WARN_BEFORE_STOP = "so the warning comes before the safe-stop"
+
+
+class Problems(ValueError):
+    """Cross-field problems of one section: (path below the section, plain sentence) each."""
+
+    def __init__(self, items: Sequence[tuple[tuple[str | int, ...], str]]) -> None:
+        super().__init__("; ".join(msg for _, msg in items))
+        self.items = list(items)
+
+
+def _check_order(model: BaseModel, pairs: Sequence[tuple[str, str]]) -> None:
+    """Raise Problems for every (low, high) field pair set on ``model`` with low >= high."""
+    items: list[tuple[tuple[str | int, ...], str]] = []
+    for low, high in pairs:
+        lo, hi = getattr(model, low), getattr(model, high)
+        if lo is not None and hi is not None and lo >= hi:
+            items.append(
+                ((low,), f"must be below {high} ({hi:g}) {WARN_BEFORE_STOP}; it is {lo:g}")
+            )
+    if items:
+        raise Problems(items)
 
 
 class _Pack(BaseModel):
@@ -27,8 +58,7 @@ class HeartbeatPolicy(_Pack):
 
     @model_validator(mode="after")
     def _ordered(self) -> HeartbeatPolicy:
-        if self.warn_silence_ms >= self.stop_silence_ms:
-            raise ValueError("warn_silence_ms must be below stop_silence_ms")
+        _check_order(self, [("warn_silence_ms", "stop_silence_ms")])
         return self
 
 
@@ -41,6 +71,11 @@ class ChannelPolicy(_Pack):
     max_sample_ms: PosMs | None = Field(
         None, description="safe-stop at once when any single sample exceeds this"
     )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ChannelPolicy:
+        _check_order(self, [("warn_ms", "stop_ms"), ("warn_ms", "max_sample_ms")])
+        return self
 
 
 class LatencyPolicy(_Pack):
@@ -56,10 +91,20 @@ class JitterPolicy(_Pack):
     warn_ms: PosMs | None = 10
     stop_ms: PosMs | None = None
 
+    @model_validator(mode="after")
+    def _ordered(self) -> JitterPolicy:
+        _check_order(self, [("warn_ms", "stop_ms")])
+        return self
+
 
 class LossPolicy(_Pack):
     warn_ratio: Annotated[float, Field(ge=0, le=1)] | None = 0.001
     stop_ratio: Annotated[float, Field(ge=0, le=1)] | None = 0.03
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LossPolicy:
+        _check_order(self, [("warn_ratio", "stop_ratio")])
+        return self
 
 
 class LinkPolicy(_Pack):
@@ -73,9 +118,13 @@ class Box(_Pack):
 
     @model_validator(mode="after")
     def _ordered(self) -> Box:
-        for axis, lo, hi in zip("xyz", self.min, self.max, strict=True):
-            if lo >= hi:
-                raise ValueError(f"box min {axis} ({lo}) must be below max {axis} ({hi})")
+        items: list[tuple[tuple[str | int, ...], str]] = [
+            (("min", i), f"the lower {axis} ({lo:g}) must be below the upper {axis} ({hi:g})")
+            for i, (axis, lo, hi) in enumerate(zip("xyz", self.min, self.max, strict=True))
+            if lo >= hi
+        ]
+        if items:
+            raise Problems(items)
         return self
 
 
@@ -93,7 +142,9 @@ class ForbiddenZone(_Pack):
     @model_validator(mode="after")
     def _one_shape(self) -> ForbiddenZone:
         if (self.sphere is None) == (self.box is None):
-            raise ValueError(f"zone {self.name!r} needs exactly one of 'sphere' or 'box'")
+            has = "both" if self.sphere is not None else "neither"
+            raise Problems([((), f"zone {self.name!r} needs exactly one of sphere or box; "
+                                 f"it has {has}")])  # fmt: skip
         return self
 
 
@@ -103,8 +154,7 @@ class Limits(_Pack):
 
     @model_validator(mode="after")
     def _ordered(self) -> Limits:
-        if self.warn >= self.stop:
-            raise ValueError("warn must be below stop")
+        _check_order(self, [("warn", "stop")])
         return self
 
 

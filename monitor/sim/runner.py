@@ -201,7 +201,14 @@ class Simulation:
             self._producer = open_producer(
                 self.settings, "site", "telesafe-sim", linger_ms=self.config.linger_ms
             )
-            self._consumer = open_consumer(self.settings, "reader", "telesafe-sim-robot")
+            # A robot reads commands in a group its ACL allows (docs/security.md), never
+            # committing: librdkafka needs a group id even for assign().
+            self._consumer = open_consumer(
+                self.settings,
+                "reader",
+                "telesafe-sim-robot",
+                group_id=f"{self.settings.topic_prefix}telesafe-site-robot-sim",
+            )
             for topic in (
                 self.topics.telemetry_console,
                 self.topics.telemetry_robot,
