@@ -76,7 +76,7 @@ def _wait_until_enforced(admin: KafkaSettings, count: int, timeout_s: float = 15
     them a moment later (a test that runs first would otherwise see them missing)."""
     anything = ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY)
     every = ACLFilter(None, None, ACLOperation.ANY, ACLPermissionType.ANY, anything)
-    client = secure.admin_client(admin)
+    client = KafkaAdminClient(**admin.common(), bootstrap_timeout_ms=10000)
     try:
         deadline = time.monotonic() + timeout_s
         while len(client.describe_acls(every)[0]) < count:
