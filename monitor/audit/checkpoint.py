@@ -39,6 +39,10 @@ class CheckpointError(ValueError):
     """A checkpoint note is malformed or its signature does not verify."""
 
 
+class UnknownSigner(CheckpointError):
+    """The note carries no signature by the trusted key (only other keys' lines)."""
+
+
 class KeyFileError(ValueError):
     """A key file cannot be read or is not an Ed25519 key."""
 
@@ -186,7 +190,7 @@ def verify_note(note: str, name: str, pub: Ed25519PublicKey) -> str:
         good = True
     if good:
         return body
-    raise CheckpointError(
+    raise UnknownSigner(
         f"not signed by the trusted key {name}/{want.hex()} (signed by {', '.join(seen)})"
     )
 

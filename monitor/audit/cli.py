@@ -22,6 +22,7 @@ from monitor.audit.checkpoint import (
     CheckpointError,
     KeyFileError,
     SignedCheckpoint,
+    UnknownSigner,
     generate_key_files,
     key_id,
     load_private_key,
@@ -251,25 +252,26 @@ class _Keys:
         self.pubs = [load_public_key(p) for p in paths]
 
     def verify(self, note: str, origin: str | None = None) -> SignedCheckpoint:
-        """The note verified by one of the keys: every signature line claiming one of
-        them must verify (verify_note), and at least one must be present."""
-        errors: list[str] = []
+        """The note verified: at least one of the keys signed it, and every signature
+        line claiming any of them verifies (C2SP signed-note)."""
+        good: SignedCheckpoint | None = None
+        unknown: list[str] = []
         for pub in self.pubs:
             try:
-                return verify_checkpoint(note, pub, origin)
-            except CheckpointError as exc:
-                if "not signed by the trusted key" not in str(exc):
-                    raise
-                errors.append(str(exc))
+                scp = verify_checkpoint(note, pub, origin)
+            except UnknownSigner as exc:
+                unknown.append(str(exc))
+                continue
+            good = good or scp
+        if good is not None:
+            return good
         hint = (
-            ""
-            if len(self.pubs) > 1
-            else (
-                "; if the ledger's key was rotated, give each key with --pubkey "
-                "(`audit verify` lists them)"
-            )
+            "; if the ledger's key was rotated, give each key with --pubkey "
+            "(`audit verify` lists them)"
+            if len(self.pubs) == 1
+            else ""
         )
-        raise CheckpointError("; ".join(errors) + hint)
+        raise CheckpointError("; ".join(unknown) + hint)
 
 
 def _verify_proof(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@ from the originally trusted key (`audit verify`, `report`, export bundles, proof
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 from pathlib import Path
@@ -316,3 +317,48 @@ def test_rotate_key_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert exc.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "usage: telesafe audit rotate-key" in out and "signed by the current key" in out
+
+
+def test_verify_proof_with_several_keys_checks_every_known_line(
+    rotated: Path, keys: Keys, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proof = tmp_path / "p.json"
+    assert (
+        main(
+            [
+                "audit",
+                "prove",
+                str(rotated),
+                "--entry",
+                "5",
+                "--checkpoint",
+                "10",
+                "--out",
+                str(proof),
+            ]
+        )
+        == 0
+    )
+    p = json.loads(proof.read_text())
+    # Add a line claiming the NEW key with a bad signature next to the old key's good one.
+    new_id = bytes.fromhex(keys.kid("new"))
+    bad = f"\u2014 {ORIGIN} {base64.b64encode(new_id + bytes(64)).decode()}\n"
+    p["checkpoint"] += bad
+    proof.write_text(json.dumps(p))
+    capsys.readouterr()
+    assert main(["audit", "verify-proof", str(proof), "--pubkey", str(keys.old_pub)]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                "verify-proof",
+                str(proof),
+                "--pubkey",
+                str(keys.old_pub),
+                "--pubkey",
+                str(keys.new_pub),
+            ]
+        )
+        == 1
+    )
+    assert "invalid signature by trusted key " + keys.kid("new") in capsys.readouterr().err
