@@ -108,8 +108,10 @@ def main() -> int:
     for size in args.sizes:
         res["ledgers"].append(measure(tmp / f"l{size}.sqlite", sk, size, args.new))
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
-    print(f"{'ledger':>9} {'open s':>7} {'full verify s':>13} {'new':>7} {'pass s':>7} "
-          f"{'us/entry':>8} {'longest step ms':>15}")
+    print(
+        f"{'ledger':>9} {'open s':>7} {'full verify s':>13} {'new':>7} {'pass s':>7} "
+        f"{'us/entry':>8} {'longest step ms':>15}"
+    )
     for led in res["ledgers"]:
         for p in led["passes"]:
             print(

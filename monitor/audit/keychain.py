@@ -22,7 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from monitor.audit.checkpoint import key_id, parse_vkey, signers, vkey
-from monitor.audit.store import Store
+from monitor.audit.store import LedgerCorrupt, Store
 
 ROTATION_EVENT = "signing_key_rotated"
 META_SIGNING_KEY = "signing_key"
@@ -168,15 +168,19 @@ class KeyChain:
 
     @classmethod
     def load(cls, store: Store, origin: str) -> KeyChain:
+        """Raises LedgerCorrupt if the key rows in meta are unreadable."""
         meta = store.meta_items()
         original = None
-        if META_SIGNING_KEY in meta:
-            original = parse_vkey(meta[META_SIGNING_KEY])[1]
-        rotations = sorted(
-            (int(k[len(META_ROTATION) :]), parse_vkey(v)[1])
-            for k, v in meta.items()
-            if k.startswith(META_ROTATION)
-        )
+        try:
+            if META_SIGNING_KEY in meta:
+                original = parse_vkey(meta[META_SIGNING_KEY])[1]
+            rotations = sorted(
+                (int(k[len(META_ROTATION) :]), parse_vkey(v)[1])
+                for k, v in meta.items()
+                if k.startswith(META_ROTATION)
+            )
+        except ValueError as exc:
+            raise LedgerCorrupt(f"{store.path}: unreadable signing key in meta: {exc}") from exc
         cps = store.checkpoints()
         newest = None
         if cps:
