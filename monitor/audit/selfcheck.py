@@ -58,6 +58,7 @@ class _Pass:
     next_cp: int = 0
     elapsed_s: float = 0.0
     problem: str | None = None
+    started: bool = False
 
 
 class SelfCheck:
@@ -99,10 +100,12 @@ class SelfCheck:
     def step(self) -> SelfCheckResult | None:
         """Do at most `chunk` entries of work; the result when a pass completes."""
         t0 = time.perf_counter()
+        if self._pass is None:
+            self._pass = self._new_pass()
         p = self._pass
-        if p is None:
-            p = self._pass = self._begin()
         try:
+            if not p.started:
+                self._begin(p)
             self._advance(p)
         except Exception as exc:  # an unreadable file is a failed verification too
             p.problem = p.problem or f"entry {p.next_idx}: cannot read the ledger: {exc}"
@@ -123,36 +126,39 @@ class SelfCheck:
 
     # --- one pass --------------------------------------------------------------------
 
-    def _begin(self) -> _Pass:
-        led = self._ledger
-        p = _Pass(
+    def _new_pass(self) -> _Pass:
+        return _Pass(
             start=self._size,
             cps=[],
             cr=self._cr.copy(),
             walk=KeyWalk(self._origin, self._key),
             next_idx=self._size,
         )
+
+    def _begin(self, p: _Pass) -> None:
+        """Check the verified checkpoint at A; list the checkpoints of this pass."""
+        led = self._ledger
+        p.started = True
         if self._size > 0:
             note = led.stored_checkpoint(self._size)
             if note is None:
                 p.problem = f"entry {self._size}: the checkpoint at size {self._size} is gone"
-                return p
+                return
             if not self._base_checked:
                 p.problem = self._check_checkpoint(p, 0, self._size, note, apply=False)
                 if p.problem is not None:
-                    return p
+                    return
                 self._base_checked = True
                 self._note = note
             elif note != self._note:
                 p.problem = (
                     f"entry {self._size}: the verified checkpoint at size {self._size} was changed"
                 )
-                return p
+                return
         cps = led.stored_checkpoints_after(self._size)
         if self._stuck_at is not None:
             cps = [c for c in cps if c[0] <= self._stuck_at]
         p.cps = cps
-        return p
 
     def _advance(self, p: _Pass) -> None:
         if p.problem is not None or p.next_cp >= len(p.cps):

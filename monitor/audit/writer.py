@@ -196,7 +196,12 @@ class AuditWriter:
         check = self._check
         if check is None or (not check.in_progress and time.monotonic() < self._next_verify):
             return
-        res = check.step()
+        try:
+            res = check.step()
+        except Exception:  # a bug in the check must not stop the audit writer
+            log.exception("audit ledger: self-verification crashed; next pass as scheduled")
+            self._next_verify = time.monotonic() + self._verify_interval
+            return
         if res is None:
             return
         self._next_verify = time.monotonic() + self._verify_interval

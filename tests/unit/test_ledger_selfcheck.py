@@ -248,3 +248,12 @@ def test_monitor_sink_writes_the_verify_series(
         assert "\n" not in errors[0]
     finally:
         sink.stop()
+
+
+def test_an_unreadable_ledger_is_a_failed_pass_not_a_crash(db: Path, sk: Ed25519PrivateKey) -> None:
+    led = Ledger.open(db, sk, ORIGIN)
+    check = SelfCheck(led)
+    led.close()
+    res = check.run()
+    assert not res.ok and res.problem is not None
+    assert "cannot read the ledger: ledger is closed" in res.problem
