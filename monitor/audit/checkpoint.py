@@ -39,6 +39,10 @@ class CheckpointError(ValueError):
     """A checkpoint note is malformed or its signature does not verify."""
 
 
+class UnknownSigner(CheckpointError):
+    """The note carries no signature by the trusted key (only other keys' lines)."""
+
+
 class KeyFileError(ValueError):
     """A key file cannot be read or is not an Ed25519 key."""
 
@@ -57,6 +61,24 @@ def vkey(name: str, pub: Ed25519PublicKey) -> str:
     raw = raw_public(pub)
     enc = base64.b64encode(bytes([SIG_TYPE_ED25519]) + raw).decode()
     return f"{name}+{key_id(name, raw).hex()}+{enc}"
+
+
+def parse_vkey(text: str) -> tuple[str, Ed25519PublicKey]:
+    """(name, public key) of a verifier key `<name>+<hex key id>+<base64(type || key)>`.
+    Raises ValueError if it is malformed, not Ed25519, or its key id does not match."""
+    parts = text.strip().split("+", 2)  # the name has no "+", base64 may
+    if len(parts) != 3 or not parts[0]:
+        raise ValueError("malformed verifier key (want name+keyid+base64)")
+    name, kid_hex, enc = parts
+    try:
+        raw = base64.b64decode(enc, validate=True)
+    except binascii.Error as exc:
+        raise ValueError("malformed verifier key (key is not base64)") from exc
+    if len(raw) != 33 or raw[0] != SIG_TYPE_ED25519:
+        raise ValueError("verifier key is not Ed25519")
+    if key_id(name, raw[1:]).hex() != kid_hex.lower():
+        raise ValueError(f"verifier key id {kid_hex} does not match its key")
+    return name, Ed25519PublicKey.from_public_bytes(raw[1:])
 
 
 def _check_origin(origin: str) -> None:
@@ -147,12 +169,16 @@ def split_note(note: str) -> tuple[str, list[tuple[str, bytes, bytes]]]:
 
 
 def verify_note(note: str, name: str, pub: Ed25519PublicKey) -> str:
-    """Return the note body if it carries a valid signature by (name, pub). Signatures
-    by unknown keys are ignored (they allow cosigning and rotation); a bad signature
-    claiming to be ours rejects the note."""
+    """Return the note body if it carries a valid signature by (name, pub).
+
+    Signatures by other keys are ignored (they allow cosigning and rotation). Every line
+    that claims to be ours is checked, wherever it stands: one that does not verify
+    rejects the note even if another line by the same key does (C2SP signed-note:
+    a verifier must not accept a note because one of two claims holds)."""
     body, sigs = split_note(note)
     want = key_id(name, pub)
     seen: list[str] = []
+    good = False
     for sig_name, kid, sig in sigs:
         seen.append(f"{sig_name}/{kid.hex()}")
         if sig_name != name or kid != want:
@@ -161,10 +187,21 @@ def verify_note(note: str, name: str, pub: Ed25519PublicKey) -> str:
             pub.verify(sig, body.encode())
         except InvalidSignature as exc:
             raise CheckpointError(f"invalid signature by trusted key {want.hex()}") from exc
+        good = True
+    if good:
         return body
-    raise CheckpointError(
+    raise UnknownSigner(
         f"not signed by the trusted key {name}/{want.hex()} (signed by {', '.join(seen)})"
     )
+
+
+def signers(note: str) -> list[tuple[str, bytes]]:
+    """(key name, key id) of every signature line, unverified; [] for a malformed note."""
+    try:
+        _, sigs = split_note(note)
+    except CheckpointError:
+        return []
+    return [(n, kid) for n, kid, _ in sigs]
 
 
 def verify_checkpoint(
@@ -214,14 +251,10 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
         return Ed25519PublicKey.from_public_bytes(data)
     text = data.decode("utf-8", "replace").strip()
     if "+" in text and "-----BEGIN" not in text:
-        parts = text.rsplit("+", 2)
         try:
-            raw = base64.b64decode(parts[2], validate=True)
-        except (binascii.Error, IndexError) as exc:
-            raise KeyFileError(f"{path}: malformed verifier key") from exc
-        if len(raw) != 33 or raw[0] != SIG_TYPE_ED25519:
-            raise KeyFileError(f"{path}: verifier key is not Ed25519")
-        return Ed25519PublicKey.from_public_bytes(raw[1:])
+            return parse_vkey(text)[1]
+        except ValueError as exc:
+            raise KeyFileError(f"{path}: {exc}") from exc
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError) as exc:

@@ -1,4 +1,4 @@
-"""`telesafe audit ...`: keygen, verify, prove, verify-proof, export, show.
+"""`telesafe audit ...`: keygen, verify, prove, verify-proof, export, show, rotate-key.
 
 Exit codes: 0 ok, 1 verification failed, 2 bad arguments or unreadable input.
 `register` hooks the commands into the top-level CLI; each subparser sets `func`,
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as dt
+import getpass
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -20,14 +21,19 @@ from monitor.audit.canonical import canonical_json
 from monitor.audit.checkpoint import (
     CheckpointError,
     KeyFileError,
+    SignedCheckpoint,
+    UnknownSigner,
     generate_key_files,
+    key_id,
+    load_private_key,
     load_public_key,
     parse_checkpoint_unverified,
     verify_checkpoint,
 )
 from monitor.audit.export import export_bundle
+from monitor.audit.ledger import Ledger, LedgerKeyMismatch, LedgerLocked
 from monitor.audit.merkle import ProofError, Tree, leaf_hash, verify_consistency, verify_inclusion
-from monitor.audit.store import LedgerError
+from monitor.audit.store import LedgerError, Store
 from monitor.audit.verify import format_result, open_source, verify
 
 INCLUSION_FORMAT = "telesafe-inclusion-proof/v1"
@@ -106,6 +112,10 @@ def _verify(args: argparse.Namespace) -> int:
                     "first_bad_index": res.first_problem.index if res.first_problem else None,
                     "problems": [str(p) for p in sorted(res.problems, key=lambda p: p.index)],
                     "warnings": res.warnings,
+                    "keys": [
+                        {"above_size": size, "key_id": key_id(res.origin or "", k).hex()}
+                        for size, k in res.key_spans
+                    ],
                 },
                 indent=2,
             )
@@ -143,6 +153,29 @@ def _pick_checkpoint(cps: list[tuple[int, str]], size: int | None, need_above: i
     return cps[-1][1]
 
 
+def _consistency_target(cps: list[tuple[int, str]], size: int | None, m: int, n: int) -> str:
+    """The newer checkpoint of a consistency proof from size m; says what is wrong."""
+    if size is not None:
+        return _pick_checkpoint(cps, size, m)
+    if m > n:
+        raise CliError(f"the ledger holds {n} entries; there is no tree of size {m}")
+    if not cps:
+        raise CliError("the ledger has no signed checkpoint yet; nothing to prove against")
+    latest = cps[-1][0]
+    if m == latest:
+        raise CliError(
+            f"size {m} is the latest signed checkpoint: a consistency proof needs a newer "
+            f"one to compare with; the next checkpoint the writer signs will do, or give a "
+            f"smaller --consistency-from"
+        )
+    if m > latest:
+        raise CliError(
+            f"the tree of size {m} is newer than the latest signed checkpoint (size "
+            f"{latest}); prove from a size <= {latest}, or wait for the next checkpoint"
+        )
+    return cps[-1][1]
+
+
 def _prove(args: argparse.Namespace) -> int:
     tree, bodies, cps, origin = _load_tree(args.ledger)
     out: dict[str, Any]
@@ -168,7 +201,7 @@ def _prove(args: argparse.Namespace) -> int:
         }
     else:
         m = args.consistency_from
-        note2 = _pick_checkpoint(cps, args.checkpoint, m)
+        note2 = _consistency_target(cps, args.checkpoint, m, tree.size)
         cp2 = parse_checkpoint_unverified(note2)
         if not 0 < m <= cp2.size <= tree.size:
             raise CliError(f"need 0 < {m} <= checkpoint size {cp2.size} <= {tree.size}")
@@ -212,8 +245,37 @@ def _entry_bytes(path: str) -> bytes:
         raise CliError(f"{path}: not a JSON entry: {exc}") from None
 
 
+class _Keys:
+    """The keys `verify-proof` trusts (more than one after a key rotation)."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.pubs = [load_public_key(p) for p in paths]
+
+    def verify(self, note: str, origin: str | None = None) -> SignedCheckpoint:
+        """The note verified: at least one of the keys signed it, and every signature
+        line claiming any of them verifies (C2SP signed-note)."""
+        good: SignedCheckpoint | None = None
+        unknown: list[str] = []
+        for pub in self.pubs:
+            try:
+                scp = verify_checkpoint(note, pub, origin)
+            except UnknownSigner as exc:
+                unknown.append(str(exc))
+                continue
+            good = good or scp
+        if good is not None:
+            return good
+        hint = (
+            "; if the ledger's key was rotated, give each key with --pubkey "
+            "(`audit verify` lists them)"
+            if len(self.pubs) == 1
+            else ""
+        )
+        raise CheckpointError("; ".join(unknown) + hint)
+
+
 def _verify_proof(args: argparse.Namespace) -> int:
-    pub = load_public_key(args.pubkey)
+    pub = _Keys(args.pubkey)
     try:
         proof = json.loads(Path(args.proof).read_text(encoding="utf-8"))
     except ValueError as exc:
@@ -234,8 +296,17 @@ def _verify_proof(args: argparse.Namespace) -> int:
     raise CliError(f"{args.proof}: unknown proof format {fmt!r}")
 
 
-def _verify_inclusion_proof(proof: dict[str, Any], pub: Any, args: argparse.Namespace) -> int:
-    scp = verify_checkpoint(str(proof["checkpoint"]), pub)
+def _same_origin(proof: dict[str, Any], scp: SignedCheckpoint) -> None:
+    if proof.get("origin") is not None and proof["origin"] != scp.origin:
+        raise ProofError(
+            f"the proof says origin {proof['origin']!r} but its signed checkpoint is of "
+            f"{scp.origin!r}"
+        )
+
+
+def _verify_inclusion_proof(proof: dict[str, Any], pub: _Keys, args: argparse.Namespace) -> int:
+    scp = pub.verify(str(proof["checkpoint"]))
+    _same_origin(proof, scp)
     index, size = int(proof["index"]), int(proof["size"])
     if size != scp.size:
         raise ProofError(f"proof is for size {size} but the checkpoint has size {scp.size}")
@@ -263,20 +334,36 @@ def _verify_inclusion_proof(proof: dict[str, Any], pub: Any, args: argparse.Name
     return EXIT_OK
 
 
-def _verify_consistency_proof(proof: dict[str, Any], pub: Any, args: argparse.Namespace) -> int:
-    scp2 = verify_checkpoint(str(proof["checkpoint2"]), pub)
+def _verify_consistency_proof(proof: dict[str, Any], pub: _Keys, args: argparse.Namespace) -> int:
+    scp2 = pub.verify(str(proof["checkpoint2"]))
+    _same_origin(proof, scp2)
     size1, size2 = int(proof["size1"]), int(proof["size2"])
     if size2 != scp2.size:
         raise ProofError(f"proof is for size {size2} but the new checkpoint has size {scp2.size}")
-    old_note = Path(args.old_checkpoint).read_text("utf-8") if args.old_checkpoint else None
-    old_note = old_note or proof.get("checkpoint1")
-    if old_note is not None:
-        scp1 = verify_checkpoint(str(old_note), pub, scp2.origin)
+    given_root1 = bytes.fromhex(str(proof["root1"])) if proof.get("root1") is not None else None
+    olds: list[tuple[str, str]] = []
+    if args.old_checkpoint:
+        olds.append(("--old-checkpoint", Path(args.old_checkpoint).read_text("utf-8")))
+    if proof.get("checkpoint1") is not None:
+        olds.append(("checkpoint1", str(proof["checkpoint1"])))
+    root1: bytes | None = None
+    for label, note in olds:
+        scp1 = pub.verify(note, scp2.origin)
         if scp1.size != size1:
-            raise ProofError(f"old checkpoint has size {scp1.size}, proof is from {size1}")
+            raise ProofError(f"{label} has size {scp1.size}, the proof is from {size1}")
+        # Every root the proof states must be the signed one: a proof is one claim.
+        if given_root1 is not None and given_root1 != scp1.root:
+            raise ProofError(
+                f"the proof's root1 {given_root1.hex()} contradicts {label} "
+                f"(signed root {scp1.root.hex()} at size {size1})"
+            )
+        if root1 is not None and root1 != scp1.root:
+            raise ProofError(f"{label} and the other old checkpoint disagree at size {size1}")
         root1 = scp1.root
-    else:
-        root1 = bytes.fromhex(str(proof["root1"]))
+    if root1 is None:
+        if given_root1 is None:
+            raise ProofError("the proof has neither root1 nor a signed checkpoint1")
+        root1 = given_root1
         print("note: no signed old checkpoint; using the unsigned root1 in the proof")
     verify_consistency(size1, size2, root1, scp2.root, _hexlist(proof["path"], "path"))
     print(f"OK: the tree of size {size1} is a prefix of the signed tree of size {size2}")
@@ -338,6 +425,54 @@ def _show(args: argparse.Namespace) -> int:
     print(f"{'index':>8}  {'time (UTC)':<29} {'type':<22} {'procedure':<14} details")
     for r in rows:
         print(r)
+    return EXIT_OK
+
+
+# --- rotate-key ----------------------------------------------------------------------
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name (container without passwd entry)
+        return "unknown"
+
+
+def _rotate_key(args: argparse.Namespace) -> int:
+    path = Path(args.ledger)
+    if not path.is_file():
+        raise CliError(f"{path}: no such ledger file")
+    old_sk, new_sk = load_private_key(args.key), load_private_key(args.new_key)
+    store = Store(path, readonly=True)
+    try:
+        origin = store.meta_get("origin") if store.has_table("meta") else None
+    finally:
+        store.close()
+    if origin is None:
+        raise CliError(f"{path}: not a telesafe ledger (no origin)")
+    try:
+        led = Ledger.open(path, old_sk, origin, holder="telesafe audit rotate-key")
+    except LedgerLocked as exc:
+        raise CliError(f"{exc}: stop that writer first, then rotate") from None
+    except LedgerKeyMismatch:
+        want = key_id(origin, old_sk.public_key()).hex()
+        raise CliError(
+            f"--key {args.key} (key id {want}) is not the key that signs {path} now; "
+            f"rotation must be authorised by the current key"
+        ) from None
+    try:
+        scp = led.rotate_key(new_sk, actor=f"operator:{args.operator}", reason=args.reason)
+    finally:
+        led.close()
+    old_id = key_id(origin, old_sk.public_key()).hex()
+    new_id = key_id(origin, new_sk.public_key()).hex()
+    print(
+        f"rotated: {path} is now signed by key id {new_id} (was {old_id})\n"
+        f"announced in entry {scp.size - 1}, covered by the checkpoint at size {scp.size} "
+        f"signed by {old_id}\n"
+        f"start the monitor with --signing-key {args.new_key}; verifiers keep the original "
+        f"public key (`audit verify` follows the rotation)"
+    )
     return EXIT_OK
 
 
@@ -422,7 +557,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--entry-file) must hash to the leaf hash.",
     )
     p.add_argument("proof", metavar="PROOF.json")
-    p.add_argument("--pubkey", required=True, metavar="KEY.pub")
+    p.add_argument(
+        "--pubkey",
+        required=True,
+        action="append",
+        metavar="KEY.pub",
+        help="a trusted public key; repeat for a ledger whose key was rotated",
+    )
     p.add_argument("--entry-file", metavar="FILE", help="your own copy of the entry (JSON)")
     p.add_argument(
         "--old-checkpoint", metavar="NOTE", help="consistency proofs: the old checkpoint you hold"
@@ -449,6 +590,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--procedure", metavar="ID", help="only this procedure_id")
     p.add_argument("--tail", type=_nonneg, metavar="N", help="only the last N matching")
     p.set_defaults(func=_guard(_show))
+
+    p = a.add_parser(
+        "rotate-key",
+        help="change the ledger's signing key (an audited entry)",
+        description="Append an entry announcing the new key, and a checkpoint covering "
+        "it signed by the current key, in one transaction; later checkpoints are signed "
+        "by the new key. Only with no writer on the ledger (stop the monitor first), "
+        "then restart the monitor with --signing-key NEW.key. Verifiers keep trusting "
+        "the original public key: `audit verify` and `report` follow the announcement.",
+    )
+    p.add_argument("ledger", metavar="LEDGER", help="ledger .sqlite file")
+    p.add_argument(
+        "--key", required=True, metavar="OLD.key", help="the ledger's current private key"
+    )
+    p.add_argument(
+        "--new-key",
+        required=True,
+        metavar="NEW.key",
+        help="the new private key (from `audit keygen`); must not have signed it before",
+    )
+    p.add_argument("--reason", help="why the key changes (recorded in the entry)")
+    p.add_argument(
+        "--operator",
+        default=_login(),
+        help="who rotates, recorded as the entry's actor (default: your login name)",
+    )
+    p.set_defaults(func=_guard(_rotate_key))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,10 +16,12 @@ from monitor.audit.checkpoint import (
     CheckpointError,
     key_id,
     parse_checkpoint_unverified,
+    parse_vkey,
     public_pem,
     split_note,
     vkey,
 )
+from monitor.audit.keychain import META_ROTATION, META_SIGNING_KEY
 from monitor.audit.store import LedgerError, Store
 from monitor.audit.verify import BUNDLE_FORMAT
 
@@ -36,8 +38,12 @@ Signing key id `{kid}`; verifier key `{vkey}`.
 - `checkpoints/<size>.note`: C2SP signed-note checkpoints: `<origin>\\n<size>\\n<base64
   root>\\n`, a blank line, then `— <origin> <base64(4-byte key id || Ed25519 signature)>`.
   The signature covers the first three lines including the final newline.
-- `pubkey.pem`: the Ed25519 public key (SubjectPublicKeyInfo PEM).
-- `manifest.json`: origin, size, SHA-256 of `entries.jsonl`, checkpoint sizes, key id.
+- `pubkey.pem`: the Ed25519 public key (SubjectPublicKeyInfo PEM) that signed the first
+  checkpoints. If the key was rotated, each later key is announced by a
+  `signing_key_rotated` entry (old and new verifier key) that a checkpoint signed by the
+  key then in force covers; checkpoints after it are signed by the new key.
+- `manifest.json`: origin, size, SHA-256 of `entries.jsonl`, checkpoint sizes, key id,
+  key rotations (informational: verification follows the entries).
 
 ## Hashing (RFC 9162 / RFC 6962)
 
@@ -67,6 +73,11 @@ class ExportResult:
 
 
 def _choose_key(store: Store, origin: str, notes: list[tuple[int, str]]) -> Ed25519PublicKey:
+    """The key verification starts from: the key the ledger is bound to (keychain.py),
+    for an older unbound ledger the key of its newest checkpoint."""
+    bound = store.meta_get(META_SIGNING_KEY)
+    if bound is not None:
+        return parse_vkey(bound)[1]
     keys: dict[str, Ed25519PublicKey] = {}
     for k, v in store.meta_items().items():
         if k.startswith("key:"):
@@ -123,6 +134,11 @@ def export_bundle(
                 raise LedgerError(f"checkpoint stored as size {size} is malformed")
             (dst / "checkpoints" / f"{size:012d}.note").write_text(note, encoding="utf-8")
         pub = public_key or _choose_key(store, origin, notes)
+        rotations = [
+            {"index": int(k[len(META_ROTATION) :]), "new_key": v}
+            for k, v in sorted(store.meta_items().items())
+            if k.startswith(META_ROTATION)
+        ]
     finally:
         store.close()
     kid = key_id(origin, pub).hex()
@@ -135,6 +151,7 @@ def export_bundle(
         "checkpoints": [s for s, _ in notes],
         "key_id": kid,
         "vkey": vkey(origin, pub),
+        "key_rotations": rotations,
         "exported_unix": int(time.time()),
     }
     (dst / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -24,9 +25,12 @@ from monitor.audit.checkpoint import (
     public_pem,
     raw_public,
     sign_checkpoint,
+    vkey,
 )
+from monitor.audit.keychain import META_ROTATION, META_SIGNING_KEY, KeyChain, rotation_entry
+from monitor.audit.lock import LedgerLock, LedgerLocked
 from monitor.audit.merkle import CompactRange, Tree, leaf_hash
-from monitor.audit.store import LedgerCorrupt, LedgerError, Store
+from monitor.audit.store import LedgerCorrupt, LedgerError, Store, as_bytes
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +57,38 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.close(dfd)
 
 
+class LedgerKeyMismatch(LedgerError):
+    """A writer's signing key is not the key the ledger is bound to."""
+
+
+def check_ledger_path(path: str | Path) -> Path:
+    """The ledger path, if a ledger file can live there; LedgerError naming it otherwise.
+    Creates nothing."""
+    p = Path(path)
+    if p.is_dir():
+        raise LedgerError(
+            f"ledger {p} is a directory; give a file path such as {p / 'audit.sqlite'}"
+        )
+    parent = p.parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise LedgerError(f"ledger {p}: its directory {parent} {what}")
+    return p
+
+
+def _remove_new_files(path: Path) -> None:
+    """Undo a ledger creation that failed before it was usable."""
+    for f in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), sidecar_path(path)):
+        with contextlib.suppress(OSError):
+            f.unlink()
+
+
 class Ledger:
     """Append-only, Merkle-hashed, checkpointed ledger in one SQLite file.
 
-    Not meant for concurrent writers: one process, one Ledger, normally driven by an
-    AuditWriter thread. Methods are serialised by an internal lock.
+    One writer per file: `open` takes an exclusive lock (`monitor.audit.lock`) held
+    until `close` or process exit. Within the process, methods are serialised by an
+    internal lock (the AuditWriter thread appends; other threads may read).
     """
 
     def __init__(
@@ -67,24 +98,58 @@ class Ledger:
         origin: str,
         compact: CompactRange,
         last_checkpoint: SignedCheckpoint | None,
+        lock: LedgerLock,
+        chain: KeyChain,
+        baseline: tuple[int, CompactRange],
     ) -> None:
         self._store = store
         self._sk = signing_key
         self.origin = origin
         self._cr = compact
         self._last_cp = last_checkpoint
+        self._file_lock = lock
+        self._chain = chain
+        self._baseline = baseline
         self._lock = threading.RLock()
         self._closed = False
 
     # --- opening --------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, signing_key: Ed25519PrivateKey | None, origin: str) -> Ledger:
-        """Open or create a ledger. Refuses a file that fails `PRAGMA integrity_check`,
-        has index gaps, belongs to another origin, or whose stored leaf hashes do not
-        reproduce its latest checkpoint (we must never sign on top of a damaged tree)."""
+    def open(
+        cls,
+        path: str | Path,
+        signing_key: Ed25519PrivateKey | None,
+        origin: str,
+        *,
+        holder: str | None = None,
+    ) -> Ledger:
+        """Open or create a ledger as its one writer.
+
+        Raises `LedgerLocked` if another writer holds it (`holder` names this one in
+        the other side's message, e.g. "monitor telesafe-1"); `LedgerKeyMismatch` if
+        `signing_key` is not the ledger's key (see `monitor.audit.keychain`; a new or
+        older unbound ledger is bound to it). Refuses a file that fails `PRAGMA
+        integrity_check`, has index gaps, belongs to another origin, or whose stored
+        leaf hashes do not reproduce its checkpoints (we must never sign on top of a
+        damaged tree). A ledger file this call created is removed again on failure."""
         if not origin or any(c.isspace() for c in origin) or "+" in origin:
             raise ValueError(f"origin {origin!r} must be non-empty, without spaces or '+'")
+        p = check_ledger_path(path)
+        lock = LedgerLock.acquire(p, holder or f"ledger writer {origin}")
+        fresh = not p.exists()
+        try:
+            return cls._open_locked(p, signing_key, origin, lock)
+        except BaseException:
+            if fresh:
+                _remove_new_files(p)
+            lock.release(unlink=fresh)
+            raise
+
+    @classmethod
+    def _open_locked(
+        cls, path: Path, signing_key: Ed25519PrivateKey | None, origin: str, lock: LedgerLock
+    ) -> Ledger:
         store = Store(path)
         try:
             store.integrity_check()
@@ -97,9 +162,9 @@ class Ledger:
                 raise LedgerError(
                     f"{path}: ledger belongs to origin {stored_origin!r}, not {origin!r}"
                 )
+            chain = KeyChain.load(store, origin)
             if signing_key is not None:
-                pub = signing_key.public_key()
-                store.meta_put(f"key:{key_id(origin, pub).hex()}", public_pem(pub).decode())
+                chain = _bind_key(path, store, chain, signing_key)
 
             checkpoints = store.checkpoints()
             cps = {s: n for s, n in checkpoints}
@@ -107,6 +172,10 @@ class Ledger:
             if side.exists():
                 note = side.read_text(encoding="utf-8")
                 cps.setdefault(parse_checkpoint_unverified(note).size, note)
+            # Self-verification starts from the second-newest stored checkpoint, so its
+            # first run covers the newest checkpointed range (see selfcheck.py).
+            base_size = checkpoints[-2][0] if len(checkpoints) >= 2 else 0
+            base = CompactRange()
             cr = CompactRange()
             expect = 0
             for idx, lh in store.iter_leaf_hashes():
@@ -114,10 +183,14 @@ class Ledger:
                     raise LedgerCorrupt(f"{path}: entry {expect} is missing (next is {idx})")
                 if expect in cps:
                     _check_root(path, cps[expect], cr)
+                if expect == base_size:
+                    base = cr.copy()
                 cr.append(bytes(lh))
                 expect += 1
             if expect in cps:
                 _check_root(path, cps[expect], cr)
+            if expect == base_size:
+                base = cr.copy()
             too_big = [s for s in cps if s > cr.size]
             if too_big:
                 raise LedgerCorrupt(
@@ -132,7 +205,7 @@ class Ledger:
         except BaseException:
             store.close()
             raise
-        return cls(store, signing_key, origin, cr, last)
+        return cls(store, signing_key, origin, cr, last, lock, chain, (base_size, base))
 
     # --- writing --------------------------------------------------------------------
 
@@ -185,6 +258,50 @@ class Ledger:
             self._last_cp = scp
             return scp
 
+    def rotate_key(
+        self, new_key: Ed25519PrivateKey, *, actor: str, reason: str | None = None
+    ) -> SignedCheckpoint:
+        """Announce `new_key` in an entry and sign a checkpoint covering it with the key
+        in force, in one transaction; later checkpoints are signed by `new_key`.
+
+        Preconditions: the ledger was opened with the key in force; `new_key` has
+        never signed this ledger."""
+        with self._lock:
+            self._check_open()
+            if self._sk is None:
+                raise LedgerError("cannot rotate: the ledger was opened without its signing key")
+            old, new = self._sk.public_key(), new_key.public_key()
+            new_id = key_id(self.origin, new)
+            used = [old, *(k for _, k in self._chain.rotations)]
+            if self._chain.original is not None:
+                used.append(self._chain.original)
+            if any(key_id(self.origin, k) == new_id for k in used):
+                raise LedgerError(
+                    f"key {new_id.hex()} has signed this ledger before; rotate to a new key"
+                )
+            idx = self._cr.size
+            entry = rotation_entry(
+                self.origin, old, new, actor=actor, t_utc_ns=time.time_ns(), reason=reason
+            )
+            entry[INDEX_KEY] = idx
+            body = canonical_json(entry)
+            lh = leaf_hash(body)
+            cr = self._cr.copy()
+            cr.append(lh)
+            cp = Checkpoint(self.origin, cr.size, cr.root())
+            scp = sign_checkpoint(cp, self._sk, time.time())
+            meta = {
+                f"{META_ROTATION}{idx:012d}": vkey(self.origin, new),
+                f"key:{new_id.hex()}": public_pem(new).decode(),
+            }
+            self._store.append_with_checkpoint([(idx, lh, body)], cr.size, scp.note, meta)
+            self._cr = cr
+            self._last_cp = scp
+            self._sk = new_key
+            self._chain.rotations.append((idx, new))
+            _write_atomic(sidecar_path(self._store.path), scp.note.encode())
+            return scp
+
     # --- reading --------------------------------------------------------------------
 
     def size(self) -> int:
@@ -221,11 +338,42 @@ class Ledger:
         with self._lock:
             return Tree.build([bytes(lh) for _, lh in self._store.iter_leaf_hashes()])
 
+    def key_for_size(self, size: int) -> Ed25519PublicKey | None:
+        """The key that signs (signed) this ledger's checkpoint of `size`, from the
+        writer's bookkeeping in meta; None for a ledger not bound to a key."""
+        return self._chain.key_for(size)
+
+    def verify_baseline(self) -> tuple[int, CompactRange]:
+        """(size, compact range) at the second-newest checkpoint found at open, from
+        the stored leaf hashes: where self-verification starts."""
+        size, cr = self._baseline
+        return size, cr.copy()
+
+    def read_entries(self, lo: int, hi: int) -> list[tuple[int, bytes, bytes]]:
+        """Stored rows (index, leaf hash, body) with lo <= index < hi, from the file."""
+        with self._lock:
+            self._check_open()
+            rows = self._store.iter_entries(lo, hi)
+            return [(int(i), as_bytes(h), as_bytes(b)) for i, h, b in rows]
+
+    def stored_checkpoints_after(self, size: int) -> list[tuple[int, str]]:
+        with self._lock:
+            self._check_open()
+            return self._store.checkpoints_after(size)
+
+    def stored_checkpoint(self, size: int) -> str | None:
+        with self._lock:
+            self._check_open()
+            return self._store.checkpoint_at(size)
+
     def close(self) -> None:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._store.close()
+                try:
+                    self._store.close()
+                finally:
+                    self._file_lock.release()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -236,6 +384,28 @@ class Ledger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _bind_key(
+    path: Path, store: Store, chain: KeyChain, signing_key: Ed25519PrivateKey
+) -> KeyChain:
+    """Refuse a key other than the ledger's; bind a new (or older, unbound) ledger."""
+    origin = chain.origin
+    pub = signing_key.public_key()
+    kid = key_id(origin, pub)
+    want = chain.current_key_id()
+    if want is not None and want != kid:
+        whose = "is signed by" if chain.original is not None else "has its newest checkpoint by"
+        raise LedgerKeyMismatch(
+            f"ledger {path} {whose} key id {want.hex()}, but the signing key given has key "
+            f"id {kid.hex()}; use the ledger's key, or change it with "
+            f"`telesafe audit rotate-key`"
+        )
+    if chain.original is None:
+        store.meta_put(META_SIGNING_KEY, vkey(origin, pub))
+        chain = KeyChain(origin, pub, [], chain.newest_signer)
+    store.meta_put(f"key:{kid.hex()}", public_pem(pub).decode())
+    return chain
 
 
 def _check_root(path: str | Path, note: str, cr: CompactRange) -> None:
@@ -249,4 +419,13 @@ def _check_root(path: str | Path, note: str, cr: CompactRange) -> None:
         )
 
 
-__all__ = ["Ledger", "LedgerCorrupt", "LedgerError", "raw_public", "sidecar_path"]
+__all__ = [
+    "Ledger",
+    "LedgerCorrupt",
+    "LedgerError",
+    "LedgerKeyMismatch",
+    "LedgerLocked",
+    "check_ledger_path",
+    "raw_public",
+    "sidecar_path",
+]

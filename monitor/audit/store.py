@@ -47,6 +47,14 @@ TRIGGERS = (
 )
 
 
+def as_bytes(v: object) -> bytes:
+    """A stored BLOB as bytes. An edited row may come back as TEXT (e.g. after SQL
+    replace()); verification hashes what is there instead of failing to read it."""
+    if isinstance(v, bytes):
+        return v
+    return str(v).encode("utf-8", "surrogatepass")
+
+
 class LedgerError(Exception):
     """The ledger cannot be opened or written."""
 
@@ -124,8 +132,37 @@ class Store:
                 conn.execute("ROLLBACK")
             raise
 
+    def append_with_checkpoint(
+        self, rows: list[tuple[int, bytes, bytes]], size: int, note: str, meta: dict[str, str]
+    ) -> None:
+        """Entries, the checkpoint covering them and meta rows in ONE transaction (key
+        rotation: a crash must not leave an announcement without its signed checkpoint)."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT INTO entries(idx, leaf_hash, body) VALUES (?, ?, ?)", rows)
+            conn.execute("INSERT INTO checkpoints(size, note) VALUES (?, ?)", (size, note))
+            conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", list(meta.items()))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
     def add_checkpoint(self, size: int, note: str) -> None:
         self.conn.execute("INSERT INTO checkpoints(size, note) VALUES (?, ?)", (size, note))
+
+    def checkpoints_after(self, size: int) -> list[tuple[int, str]]:
+        return [
+            (int(s), str(n))
+            for s, n in self.conn.execute(
+                "SELECT size, note FROM checkpoints WHERE size > ? ORDER BY size", (size,)
+            )
+        ]
+
+    def checkpoint_at(self, size: int) -> str | None:
+        row = self.conn.execute("SELECT note FROM checkpoints WHERE size=?", (size,)).fetchone()
+        return None if row is None else str(row[0])
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM entries").fetchone()[0])

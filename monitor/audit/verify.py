@@ -23,11 +23,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from monitor.audit.checkpoint import (
     CheckpointError,
     SignedCheckpoint,
+    key_id,
+    parse_checkpoint_unverified,
+    signers,
     verify_checkpoint,
 )
+from monitor.audit.keychain import ROTATION_EVENT, KeyWalk, key_in_force, parse_rotation
 from monitor.audit.ledger import sidecar_path
 from monitor.audit.merkle import ProofError, Tree, leaf_hash, verify_consistency
-from monitor.audit.store import LedgerCorrupt, LedgerError, Store
+from monitor.audit.store import LedgerCorrupt, LedgerError, Store, as_bytes
 
 BUNDLE_FORMAT = "telesafe-audit-bundle/v1"
 
@@ -50,6 +54,9 @@ class VerifyResult:
     warnings: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
     latest: SignedCheckpoint | None = None
+    # (size, key): the key that signs checkpoints above `size`, until the next span; more
+    # than one span when the ledger's key was rotated (keychain.py).
+    key_spans: list[tuple[int, Ed25519PublicKey]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -61,6 +68,15 @@ class VerifyResult:
 
     def add(self, index: int, message: str) -> None:
         self.problems.append(Problem(index, message))
+
+    def key_for(self, size: int) -> Ed25519PublicKey:
+        """The key that signed the checkpoint of `size`, following verified rotations.
+        Precondition: verification ran (the trusted key is the first span)."""
+        return key_in_force(self.key_spans, size)
+
+    def key_history(self, origin: str) -> list[str]:
+        """'<key id> above size N' for each key after the first (empty: never rotated)."""
+        return [f"{key_id(origin, k).hex()} above size {s}" for s, k in self.key_spans[1:]]
 
 
 @dataclass
@@ -83,13 +99,6 @@ def _bundle_entries(path: Path) -> Iterator[tuple[int, bytes | None, bytes]]:
     with open(path, "rb") as f:
         for i, line in enumerate(f):
             yield i, None, line[:-1] if line.endswith(b"\n") else line
-
-
-def _blob(v: object) -> bytes:
-    # An edited row may come back as TEXT (e.g. after SQL replace()); hash what is there.
-    if isinstance(v, bytes):
-        return v
-    return str(v).encode("utf-8", "surrogatepass")
 
 
 def open_source(path: str | Path) -> Source:
@@ -122,7 +131,7 @@ def open_source(path: str | Path) -> Source:
         if side.exists():
             trusted.append((str(side), side.read_text(encoding="utf-8")))
         origin = store.meta_get("origin") if store.has_table("meta") else None
-        entries = ((i, _blob(lh), _blob(b)) for i, lh, b in store.iter_entries())
+        entries = ((i, as_bytes(lh), as_bytes(b)) for i, lh, b in store.iter_entries())
         return Source("sqlite", origin, store.checkpoints(), trusted, entries, store)
     except BaseException:
         store.close()
@@ -166,24 +175,11 @@ def _verify_source(
     res.origin = want_origin
     if src.store is not None and (missing := src.store.missing_triggers()):
         res.warnings.append(f"append-only triggers missing: {', '.join(missing)}")
+    key_origin = want_origin or _note_origin(src.checkpoints)
+    walk = KeyWalk(key_origin or "", pub)
+    announced: dict[bytes, int] = {}
 
-    # 1. Signatures first; a checkpoint that fails is ignored for the root checks, and
-    #    blamed on the first entry it was supposed to cover.
-    good: list[SignedCheckpoint] = []
-    for size, note in src.checkpoints:
-        covered_from = good[-1].size if good else 0
-        try:
-            scp = verify_checkpoint(note, pub, want_origin)
-        except CheckpointError as exc:
-            res.add(covered_from, f"checkpoint at size {size}: {exc}")
-            continue
-        if scp.size != size:
-            res.add(covered_from, f"checkpoint stored as size {size} says size {scp.size}")
-            continue
-        good.append(scp)
-    res.checkpoints = len(src.checkpoints)
-
-    # 2. Entries: recompute each leaf hash from the stored bytes.
+    # 1. Entries: recompute each leaf hash from the stored bytes; collect key rotations.
     hashes: list[bytes] = []
     append = hashes.append
     # raw_decode on str skips json.loads' encoding sniffing (~30% of the verify time).
@@ -208,11 +204,21 @@ def _verify_source(
                 res.add(idx, "body is not a JSON object")
             elif obj.get("index") != idx:
                 res.add(idx, f"body carries index {obj.get('index')!r} (entries moved or swapped)")
+            elif obj.get("event") == ROTATION_EVENT:
+                try:
+                    rot = parse_rotation(obj, key_origin or "", idx)
+                except ValueError as exc:
+                    res.add(idx, str(exc))
+                else:
+                    if rot is not None:
+                        walk.announce(rot)
+                        announced.setdefault(rot.new_key_id, idx)
         append(lh)
         expect += 1
     tree = Tree.build(hashes)
     n = tree.size
     res.entries = n
+    res.checkpoints = len(src.checkpoints)
     entry_bad = sorted(p.index for p in res.problems)
 
     def blame(lo: int, hi: int) -> int:
@@ -222,10 +228,26 @@ def _verify_source(
 
     matched = [0]  # sizes whose root matched a signed checkpoint
 
-    # 3. Roots at every checkpoint, and RFC 9162 consistency between successive ones.
+    # 2. Checkpoints in size order: the signature by the key in force (the trusted key,
+    #    then each key a verified checkpoint announced), the root recomputed from the
+    #    bodies, RFC 9162 consistency with the previous one. A checkpoint whose
+    #    signature fails is blamed on the first entry it was supposed to cover.
     prev: SignedCheckpoint | None = None
-    for scp in good:
+    signed_to = 0  # size of the last checkpoint whose signature verified
+    any_signed = False
+    for size, note in src.checkpoints:
+        try:
+            scp = verify_checkpoint(note, walk.key, want_origin)
+        except CheckpointError as exc:
+            why = _unannounced(note, key_origin, walk, announced)
+            res.add(signed_to, f"checkpoint at size {size}: {exc}{why}")
+            continue
+        any_signed = True
         lo = prev.size if prev else 0
+        signed_to = max(signed_to, scp.size)
+        if scp.size != size:
+            res.add(lo, f"checkpoint stored as size {size} says size {scp.size}")
+            continue
         if scp.size > n:
             res.add(
                 n,
@@ -255,20 +277,29 @@ def _verify_source(
                 continue
         prev = scp
         matched.append(scp.size)
+        for idx, message in walk.covered(scp.size):
+            res.add(idx, message)
     res.latest = prev
-    if n and not good:
+    res.key_spans = list(walk.spans)
+    if n and not any_signed:
         res.add(0, "no valid signed checkpoint covers any entry")
     elif prev is not None and prev.size < n:
         res.warnings.append(
             f"entries [{prev.size}, {n}) are not yet covered by a signed checkpoint"
         )
+    for rot in walk.pending:
+        res.warnings.append(
+            f"entry {rot.index} announces key {rot.new_key_id.hex()}, but no signed "
+            f"checkpoint covers the announcement yet (not in force)"
+        )
 
-    # 4. Checkpoints held outside the ledger (auditor's copies, the sidecar): the ledger
+    # 3. Checkpoints held outside the ledger (auditor's copies, the sidecar): the ledger
     #    must still contain them. This is what catches a rollback.
     extra = list(trusted_notes) + (src.trusted if use_sidecar else [])
     for label, note in extra:
         try:
-            scp = verify_checkpoint(note, pub, want_origin)
+            claimed = parse_checkpoint_unverified(note).size
+            scp = verify_checkpoint(note, walk.key_for(claimed), want_origin)
         except CheckpointError as exc:
             res.add(n, f"trusted checkpoint {label}: {exc}")
             continue
@@ -299,6 +330,30 @@ def _verify_source(
                 res.add(scp.size, f"trusted checkpoint {label} inconsistent: {exc}")
 
 
+def _note_origin(checkpoints: list[tuple[int, str]]) -> str | None:
+    for _, note in checkpoints:
+        try:
+            return parse_checkpoint_unverified(note).origin
+        except CheckpointError:
+            continue
+    return None
+
+
+def _unannounced(note: str, origin: str | None, walk: KeyWalk, announced: dict[bytes, int]) -> str:
+    """Why a checkpoint's signer is not the key in force, when the ledger says more."""
+    cur = key_id(origin or "", walk.key)
+    others = [kid for name, kid in signers(note) if name == origin and kid != cur]
+    if not others:
+        return ""
+    kid = others[0]
+    if kid in announced:
+        return (
+            f"; key {kid.hex()} is announced at entry {announced[kid]}, but no checkpoint "
+            f"signed by the key in force ({cur.hex()}) covers that announcement"
+        )
+    return f"; no key rotation in the ledger announces key {kid.hex()}"
+
+
 def format_result(res: VerifyResult) -> str:
     lines = []
     if res.ok:
@@ -310,6 +365,10 @@ def format_result(res: VerifyResult) -> str:
             lines.append(
                 f"latest verified checkpoint: size {res.latest.size}, root {res.latest.root.hex()}"
             )
+        if res.origin and len(res.key_spans) > 1:
+            trusted = key_id(res.origin, res.key_spans[0][1]).hex()
+            chain = ", then ".join(res.key_history(res.origin))
+            lines.append(f"signing keys: {trusted} (the trusted key), then {chain}")
     else:
         first = res.first_problem
         assert first is not None

@@ -1,6 +1,7 @@
 """Background writer: the monitor's hot paths (including safe-stop) only call `submit`,
 which appends to a deque and never blocks on I/O; this thread batches the queue into
-one SQLite transaction per batch (group commit) and signs checkpoints."""
+one SQLite transaction per batch (group commit), signs checkpoints and, between
+batches, re-verifies the newest checkpointed range of the file (selfcheck.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from monitor.audit.canonical import CanonicalError, canonical_json
 from monitor.audit.ledger import Ledger
+from monitor.audit.selfcheck import SelfCheck, SelfCheckResult
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +49,18 @@ class AuditWriter:
         checkpoint_interval_s: float = 10.0,
         max_batch: int = 512,
         max_wait_s: float = 0.005,
+        verify_interval_s: float = 0.0,
+        verify_delay_s: float = 5.0,
+        on_verified: Callable[[SelfCheckResult], None] | None = None,
     ) -> None:
+        """`verify_interval_s` > 0 turns on self-verification: a first pass
+        `verify_delay_s` after `start`, then one every `verify_interval_s` after the
+        previous one ended; `on_verified` gets each result (in the writer thread).
+        It needs a ledger bound to a signing key."""
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
+        if verify_interval_s < 0 or verify_delay_s < 0:
+            raise ValueError("verify intervals must be >= 0")
         self._ledger = ledger
         self._on_appended = on_appended
         self._on_failure = on_failure
@@ -69,6 +80,15 @@ class AuditWriter:
         self._last_cp_unix = 0.0
         self._last_cp_mono = time.monotonic()
         self._dirty = False  # appended since the last checkpoint
+        self._verify_interval = verify_interval_s
+        self._verify_delay = verify_delay_s
+        self._on_verified = on_verified
+        self._check: SelfCheck | None = None
+        self._next_verify = 0.0
+        self._verifications = 0
+        self._verify_failures = 0
+        self._last_verify_ok = -1.0  # -1 not yet run, then 1 or 0
+        self._last_verify_unix = 0.0
 
     # --- producer side --------------------------------------------------------------
 
@@ -91,6 +111,9 @@ class AuditWriter:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("AuditWriter already started")
+        if self._verify_interval > 0:
+            self._check = SelfCheck(self._ledger)
+            self._next_verify = time.monotonic() + self._verify_delay
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
@@ -111,6 +134,10 @@ class AuditWriter:
             "last_checkpoint_unix": self._last_cp_unix,
             "queue_depth": float(len(self._q) + len(self._unwritten)),
             "failed": 1.0 if self._failed is not None else 0.0,
+            "verifications": float(self._verifications),
+            "verify_failures": float(self._verify_failures),
+            "last_verify_ok": self._last_verify_ok,
+            "last_verify_unix": self._last_verify_unix,
         }
 
     @property
@@ -127,8 +154,9 @@ class AuditWriter:
     def _run(self) -> None:
         try:
             while True:
-                timeout = self._interval - (time.monotonic() - self._last_cp_mono)
-                self._wake.wait(timeout=max(0.01, min(timeout, 1.0)) if self._dirty else 1.0)
+                timeout = self._wait_s()
+                if timeout > 0:
+                    self._wake.wait(timeout=timeout)
                 self._wake.clear()
                 if self._q and self._failed is None and len(self._q) < self._max_batch:
                     # Group-commit window: let a burst accumulate into one transaction.
@@ -143,6 +171,7 @@ class AuditWriter:
                     self._checkpoint()
                 if self._stopping and not self._q:
                     break
+                self._verify_step()
             if self._failed is None and self._dirty:
                 self._checkpoint()
         finally:
@@ -150,6 +179,42 @@ class AuditWriter:
                 self._ledger.close()
             except Exception:
                 log.exception("audit ledger: close failed")
+
+    def _wait_s(self) -> float:
+        now = time.monotonic()
+        timeout = 1.0
+        if self._dirty:
+            timeout = max(0.01, min(timeout, self._interval - (now - self._last_cp_mono)))
+        check = self._check
+        if check is not None:
+            # A pass in progress goes on right after the queue is drained.
+            timeout = 0.0 if check.in_progress else min(timeout, self._next_verify - now)
+        return timeout
+
+    def _verify_step(self) -> None:
+        """At most one chunk of self-verification (bounded: the queue waits meanwhile)."""
+        check = self._check
+        if check is None or (not check.in_progress and time.monotonic() < self._next_verify):
+            return
+        try:
+            res = check.step()
+        except Exception:  # a bug in the check must not stop the audit writer
+            log.exception("audit ledger: self-verification crashed; next pass as scheduled")
+            self._next_verify = time.monotonic() + self._verify_interval
+            return
+        if res is None:
+            return
+        self._next_verify = time.monotonic() + self._verify_interval
+        self._verifications += 1
+        self._last_verify_unix = time.time()
+        self._last_verify_ok = 1.0 if res.ok else 0.0
+        if not res.ok:
+            self._verify_failures += 1
+        if self._on_verified is not None:
+            try:
+                self._on_verified(res)
+            except Exception:
+                log.exception("audit ledger: on_verified callback failed")
 
     def _take_batch(self) -> list[_Item]:
         batch: list[_Item] = []

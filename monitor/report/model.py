@@ -589,7 +589,8 @@ def covering_checkpoint(vl: VerifiedLedger, last_index: int) -> CheckpointInfo |
         if size <= last_index:
             continue
         try:
-            scp = verify_checkpoint(note, vl.public_key, vl.origin)
+            # The key in force at this size (the trusted key, or one it rotated to).
+            scp = verify_checkpoint(note, vl.result.key_for(size), vl.origin)
         except CheckpointError as exc:
             return CheckpointInfo(size, vl.origin, "", vl.key_id_hex, False, str(exc), note)
         return CheckpointInfo(

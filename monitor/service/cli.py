@@ -85,7 +85,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument(
         "--signing-key",
         default=env("TELESAFE_SIGNING_KEY"),
-        help="Ed25519 private key for ledger checkpoints (and commands)",
+        help="Ed25519 private key for ledger checkpoints (and commands); it must be the "
+        "ledger's key (change it with `telesafe audit rotate-key`)",
+    )
+    g.add_argument(
+        "--ledger-verify-interval",
+        type=_seconds,
+        default=env("TELESAFE_LEDGER_VERIFY_INTERVAL", "60"),
+        metavar="SECONDS",
+        help="re-verify the ledger's newest checkpointed range this often, in the audit "
+        "writer thread (first pass 5 s after start; 0: never; default %(default)s)",
     )
     sec = p.add_argument_group("ICD §8 authentication")
     sec.add_argument(
@@ -136,6 +145,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.set_defaults(func=status)
 
 
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: need a finite number of seconds >= 0")
+    return v
+
+
 def _operators(spec: str | None) -> frozenset[str] | None:
     if not spec:
         return None
@@ -158,7 +177,14 @@ def _audit_sink(args: argparse.Namespace, publish: Any, metrics: MonitorMetrics)
         return KafkaMirrorSink(publish)
     from monitor.service.ledger_sink import open_ledger_sink
 
-    return open_ledger_sink(args.ledger, args.signing_key, args.monitor_id, publish, metrics)
+    return open_ledger_sink(
+        args.ledger,
+        args.signing_key,
+        args.monitor_id,
+        publish,
+        metrics,
+        verify_interval_s=args.ledger_verify_interval,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -81,3 +81,98 @@ def test_docs_metrics_lists_every_series() -> None:
         row = next((line for line in doc.splitlines() if line.startswith(f"| `{name}` |")), None)
         assert row, f"docs/metrics.md has no row for {name}"
         assert f"| {family.type} |" in row, row
+
+
+# --- every declared series is written by production code -------------------------------
+
+# Declared series no production code writes YET. `latency` (telesafe_link_latency_seconds)
+# is written by the lead's service rewrite (issue 12, item 5): remove it from this set when
+# that lands; the test below fails as soon as it is written, so the set cannot go stale.
+PENDING_LEAD = {"latency"}
+
+# Calls that write a metric: `<x>.<attr>.inc(...)`, `.set`, `.observe`, `.labels(...)...`.
+_WRITE_METHODS = frozenset(
+    {"inc", "dec", "set", "observe", "info", "labels", "set_function", "time", "state"}
+)
+# Helpers a metric is handed to, which write it: `child(m.x, ...)`, `observe_pauses(m.x)`.
+_WRITING_HELPERS = frozenset({"child", "observe_pauses"})
+# Names the monitor gives its MonitorMetrics: any `<name>.<attr>` on them counts as a use
+# (e.g. `for kind, counter in (("lost", m.lost), ...): counter.labels(site).inc()`).
+_METRICS_NAMES = frozenset({"m", "metrics", "_metrics"})
+
+
+def _declared_metrics() -> dict[str, str]:
+    """attribute -> series name, for `self.<attr> = Counter|Gauge|Histogram|Info(...)`."""
+    import ast
+    from pathlib import Path
+
+    import monitor.metrics
+
+    tree = ast.parse(Path(monitor.metrics.__file__).read_text())
+    out: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Name)
+            and node.value.func.id in {"Counter", "Gauge", "Histogram", "Info"}
+        ):
+            for target in node.targets:
+                if isinstance(target, ast.Attribute):
+                    arg = node.value.args[0]
+                    assert isinstance(arg, ast.Constant)
+                    out[target.attr] = str(arg.value)
+    return out
+
+
+def _written_attributes() -> dict[str, list[str]]:
+    """attribute -> 'file:line' of each write or use on the metrics object, in monitor/
+    outside metrics.py."""
+    import ast
+    from pathlib import Path
+
+    import monitor
+
+    root = Path(monitor.__file__).parent
+    found: dict[str, list[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "metrics.py" and path.parent == root:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute):
+                owner = node.value
+                owner_name = (
+                    owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+                )
+                if owner_name in _METRICS_NAMES:
+                    found.setdefault(node.attr, []).append(
+                        f"{path.relative_to(root.parent)}:{node.lineno}"
+                    )
+            if not isinstance(node, ast.Call):
+                continue
+            attrs: list[str] = []
+            func = node.func
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr in _WRITE_METHODS
+                and isinstance(func.value, ast.Attribute)
+            ):
+                attrs.append(func.value.attr)
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in _WRITING_HELPERS and node.args and isinstance(node.args[0], ast.Attribute):
+                attrs.append(node.args[0].attr)
+            for a in attrs:
+                found.setdefault(a, []).append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    return found
+
+
+def test_every_declared_metric_is_written_by_production_code() -> None:
+    """A series that is declared, documented and alerted on but never written is a silent
+    hole (LedgerVerifyFailure could never fire). Static: monitor/ sources, not tests."""
+    declared = _declared_metrics()
+    assert len(declared) > 30 and "ledger_verify_failures" in declared
+    written = _written_attributes()
+    never = {a: s for a, s in declared.items() if a not in written and a not in PENDING_LEAD}
+    assert not never, f"declared in monitor/metrics.py but never written: {never}"
+    done = {a: written[a] for a in PENDING_LEAD if a in written}
+    assert not done, f"now written, remove from PENDING_LEAD: {done}"

@@ -22,11 +22,17 @@ def setup(tmp_path: Path) -> tuple[Path, Path, Path]:
     assert main(["audit", "keygen", "--out", str(key)]) == 0
     led = Ledger.open(tmp_path / "l.db", load_private_key(key), ORIGIN)
     for _ in range(4):
-        led.append_many([
-            {"type": "POLICY_BREACH", "procedure_id": f"P{i % 2}",
-             "t_utc_ns": 1_763_900_000_000_000_000 + i, "rule": "speed"}
-            for i in range(50)
-        ])
+        led.append_many(
+            [
+                {
+                    "type": "POLICY_BREACH",
+                    "procedure_id": f"P{i % 2}",
+                    "t_utc_ns": 1_763_900_000_000_000_000 + i,
+                    "rule": "speed",
+                }
+                for i in range(50)
+            ]
+        )
         led.checkpoint()
     led.close()
     return tmp_path / "l.db", key, Path(str(key) + ".pub")
@@ -74,18 +80,30 @@ def test_prove_and_verify_proof(
     # The auditor's own (pretty-printed) copy of the entry.
     entry = tmp_path / "e.json"
     entry.write_text(json.dumps(json.loads(p["entry"]), indent=2))
-    assert main(["audit", "verify-proof", str(proof), "--pubkey", str(pub),
-                 "--entry-file", str(entry)]) == 0
+    assert (
+        main(
+            ["audit", "verify-proof", str(proof), "--pubkey", str(pub), "--entry-file", str(entry)]
+        )
+        == 0
+    )
     # A different entry, a bit flip in the path, or a pinned checkpoint size.
     entry.write_text(json.dumps({**json.loads(p["entry"]), "rule": "other"}))
-    assert main(["audit", "verify-proof", str(proof), "--pubkey", str(pub),
-                 "--entry-file", str(entry)]) == 1
+    assert (
+        main(
+            ["audit", "verify-proof", str(proof), "--pubkey", str(pub), "--entry-file", str(entry)]
+        )
+        == 1
+    )
     p["path"][3] = ("0" if p["path"][3][0] != "0" else "1") + p["path"][3][1:]
     proof.write_text(json.dumps(p))
     assert main(["audit", "verify-proof", str(proof), "--pubkey", str(pub)]) == 1
     assert "inclusion proof does not lead to the expected root" in capsys.readouterr().err
-    assert main(["audit", "prove", str(db), "--entry", "42", "--checkpoint", "50",
-                 "--out", str(proof)]) == 0
+    assert (
+        main(
+            ["audit", "prove", str(db), "--entry", "42", "--checkpoint", "50", "--out", str(proof)]
+        )
+        == 0
+    )
     assert json.loads(proof.read_text())["size"] == 50
     assert main(["audit", "verify-proof", str(proof), "--pubkey", str(pub)]) == 0
 
@@ -95,8 +113,7 @@ def test_consistency_proof(
 ) -> None:
     db, _, pub = setup
     proof = tmp_path / "c.json"
-    assert main(["audit", "prove", str(db), "--consistency-from", "100",
-                 "--out", str(proof)]) == 0
+    assert main(["audit", "prove", str(db), "--consistency-from", "100", "--out", str(proof)]) == 0
     assert main(["audit", "verify-proof", str(proof), "--pubkey", str(pub)]) == 0
     assert "size 100 is a prefix of the signed tree of size 200" in capsys.readouterr().out
     p = json.loads(proof.read_text())
@@ -116,8 +133,9 @@ def test_export_bundle_verifies(
     assert pub.read_text() == (out / "pubkey.pem").read_text()
     assert "telesafe audit verify" in (out / "README.md").read_text()
     assert main(["audit", "verify", str(out), "--pubkey", str(out / "pubkey.pem")]) == 0
-    assert main(["audit", "prove", str(out), "--entry", "3", "--out",
-                 str(tmp_path / "p.json")]) == 0
+    assert (
+        main(["audit", "prove", str(out), "--entry", "3", "--out", str(tmp_path / "p.json")]) == 0
+    )
     assert main(["audit", "verify-proof", str(tmp_path / "p.json"), "--pubkey", str(pub)]) == 0
     # Tampering with the bundle is caught as well.
     lines = (out / "entries.jsonl").read_bytes().split(b"\n")
@@ -138,18 +156,23 @@ def test_show(setup: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
     assert lines[-1].split()[0] == "199"
 
 
-@pytest.mark.parametrize("argv", [
-    ["audit"],
-    ["audit", "verify", "nope.db", "--pubkey", "nope.pub"],
-    ["audit", "verify", "x.db"],
-    ["audit", "prove", "x.db"],
-    ["audit", "prove", "x.db", "--entry", "-3"],
-    ["audit", "show", "x.db", "--tail", "many"],
-    ["audit", "verify-proof", "missing.json", "--pubkey", "k.pub"],
-    ["audit", "bogus"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["audit"],
+        ["audit", "verify", "nope.db", "--pubkey", "nope.pub"],
+        ["audit", "verify", "x.db"],
+        ["audit", "prove", "x.db"],
+        ["audit", "prove", "x.db", "--entry", "-3"],
+        ["audit", "show", "x.db", "--tail", "many"],
+        ["audit", "verify-proof", "missing.json", "--pubkey", "k.pub"],
+        ["audit", "bogus"],
+    ],
+)
 def test_bad_arguments_no_traceback(
-    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(tmp_path)
@@ -162,9 +185,87 @@ def test_bad_arguments_no_traceback(
     assert "Traceback" not in err and err.strip()
 
 
-@pytest.mark.parametrize("cmd", ["keygen", "verify", "prove", "verify-proof", "export", "show"])
+@pytest.mark.parametrize(
+    "cmd", ["keygen", "verify", "prove", "verify-proof", "export", "show", "rotate-key"]
+)
 def test_help(cmd: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["audit", cmd, "--help"])
     assert exc.value.code == 0
     assert "usage: telesafe audit " + cmd in capsys.readouterr().out
+
+
+@pytest.mark.hazard("H-08")
+def test_consistency_proof_root1_must_match_its_signed_checkpoint1(
+    setup: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, _, pub = setup
+    proof = tmp_path / "c.json"
+    assert main(["audit", "prove", str(db), "--consistency-from", "100", "--out", str(proof)]) == 0
+    p = json.loads(proof.read_text())
+    assert p["checkpoint1"] is not None  # 100 is a checkpoint size: the proof carries it
+    # A root1 that contradicts the signed checkpoint1 is refused, even though the path
+    # itself is checked against the signed root.
+    p["root1"] = "00" * 32
+    proof.write_text(json.dumps(p))
+    capsys.readouterr()
+    assert main(["audit", "verify-proof", str(proof), "--pubkey", str(pub)]) == 1
+    assert "the proof's root1 " + "00" * 32 + " contradicts checkpoint1" in capsys.readouterr().err
+    # Same with the auditor's own old checkpoint.
+    note = tmp_path / "old.note"
+    note.write_text(
+        sqlite3.connect(db).execute("SELECT note FROM checkpoints WHERE size=100").fetchone()[0]
+    )
+    del p["checkpoint1"]
+    proof.write_text(json.dumps(p))
+    assert (
+        main(
+            [
+                "audit",
+                "verify-proof",
+                str(proof),
+                "--pubkey",
+                str(pub),
+                "--old-checkpoint",
+                str(note),
+            ]
+        )
+        == 1
+    )
+    assert "contradicts --old-checkpoint" in capsys.readouterr().err
+    # And an origin field that is not the signed one.
+    assert main(["audit", "prove", str(db), "--entry", "3", "--out", str(proof)]) == 0
+    p = json.loads(proof.read_text())
+    p["origin"] = "someone/else"
+    proof.write_text(json.dumps(p))
+    assert main(["audit", "verify-proof", str(proof), "--pubkey", str(pub)]) == 1
+    assert "the proof says origin 'someone/else'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("frm", "expect"),
+    [
+        ("200", "size 200 is the latest signed checkpoint: a consistency proof needs a newer one"),
+        ("201", "the ledger holds 200 entries; there is no tree of size 201"),
+    ],
+)
+def test_prove_consistency_from_the_latest_size_says_what_is_wrong(
+    setup: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str], frm: str, expect: str
+) -> None:
+    db, _, _ = setup
+    assert main(["audit", "prove", str(db), "--consistency-from", frm]) == 2
+    err = capsys.readouterr().err
+    assert expect in err and "not yet covered" not in err
+
+
+def test_prove_consistency_from_beyond_the_latest_checkpoint(
+    setup: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, key, _ = setup
+    with Ledger.open(db, load_private_key(key), ORIGIN) as led:
+        led.append_many([{"type": "NOTE"} for _ in range(5)])  # 200..204, no checkpoint
+    assert main(["audit", "prove", str(db), "--consistency-from", "203"]) == 2
+    assert (
+        "the tree of size 203 is newer than the latest signed checkpoint (size 200)"
+        in capsys.readouterr().err
+    )
