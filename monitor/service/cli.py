@@ -234,11 +234,17 @@ def run(args: argparse.Namespace) -> int:
         if svc is not None:
             svc.publisher.audit(entries, encode)
 
+    # Everything local first (ledger, keys): a bad path fails at once, not after Kafka.
+    metrics = MonitorMetrics()
+    try:
+        sink = _audit_sink(args, publish_audit, metrics)
+    except Exception as exc:  # ledger in use, unusable path, wrong key...
+        print(f"telesafe run: cannot start: {exc}", file=sys.stderr)
+        return 1
     if not _wait_for_kafka(settings, done_flag := threading.Event()):
+        sink.stop()
         return 1
     try:
-        metrics = MonitorMetrics()
-        sink = _audit_sink(args, publish_audit, metrics)
         svc = MonitorService(
             settings,
             packs,
@@ -249,8 +255,9 @@ def run(args: argparse.Namespace) -> int:
             signer=signer.headers if signer else None,
             recorder=recorder.write if recorder else None,
         )
-    except Exception as exc:  # broker unreachable, port in use, bad key...
+    except Exception as exc:  # broker gone again, port in use...
         print(f"telesafe run: cannot start: {exc}", file=sys.stderr)
+        sink.stop()
         return 1
     holder["svc"] = svc
     done = done_flag
