@@ -160,6 +160,13 @@ class MonitorMetrics:
             ["procedure_id", "site"],
             registry=r,
         )
+        self.heartbeat_stop_limit = Gauge(
+            "telesafe_heartbeat_stop_limit_seconds",
+            "Heartbeat silence after which the procedure's policy pack safe-stops it "
+            "(heartbeat.stop_silence_ms): the SiteHeartbeatLost alert compares the age to it.",
+            ["procedure_id"],
+            registry=r,
+        )
         self.link_jitter = Gauge(
             "telesafe_link_jitter_seconds",
             "Last reported link jitter.",
@@ -315,6 +322,7 @@ class MonitorMetrics:
         for metric in (
             self.latency_quantile,
             self.heartbeat_age,
+            self.heartbeat_stop_limit,
             self.link_jitter,
             self.link_loss,
             self.workspace_margin,

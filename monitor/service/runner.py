@@ -441,6 +441,9 @@ class MonitorService:
             self._count_site_records(pid, p["sites"])
             for state in PROCEDURE_STATES:
                 child(m.procedure_state, pid, state).set(1 if p["state"] == state else 0)
+            lp = self.packs.get(p["pack"])  # SiteHeartbeatLost follows the procedure's pack
+            if lp is not None:
+                child(m.heartbeat_stop_limit, pid).set(lp.pack.heartbeat.stop_silence_ms / 1e3)
             for site, s in p["sites"].items():
                 if s["heartbeat_age_s"] is not None:
                     child(m.heartbeat_age, pid, site).set(s["heartbeat_age_s"])
