@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -36,6 +36,7 @@ EXIT_USAGE = 2
 CHANNELS = ("control", "video")
 SITES = ("console", "robot")
 WORKSPACE_RULES = frozenset({"workspace_box", "forbidden_zone", "tool_speed", "grip_force"})
+RATIO_RULES = frozenset({"link_loss"})  # observed and threshold are ratios: shown as %
 
 # Timeline categories (used for colours in the table and lanes in the chart).
 _CATEGORY = {
@@ -383,9 +384,15 @@ class PolicyInfo:
     pack: str
     version: str
     hash: str
-    source: str | None = None  # the pack file whose content hash matches, if found
+    # The pack file whose content hash matches, if found: its path relative to the pack
+    # directory it was found in, and that directory (`source_dir`, as given, or "rules/"
+    # for the shipped packs).
+    source: str | None = None
+    source_dir: str | None = None
     heartbeat_warn_ms: float | None = None
     heartbeat_stop_ms: float | None = None
+    resend_interval_ms: float | None = None
+    escalate_after_resends: int | None = None
 
 
 @dataclass
@@ -623,20 +630,36 @@ def _policy(
     if pol is None:
         return None, None
     info = PolicyInfo(str(pol.get("pack")), str(pol.get("version")), str(pol.get("hash")))
-    pack = find_pack(info.hash, rules_dirs)
-    if pack is not None:
-        info.source = pack.source
-        info.heartbeat_warn_ms = float(pack.pack.heartbeat.warn_silence_ms)
-        info.heartbeat_stop_ms = float(pack.pack.heartbeat.stop_silence_ms)
+    found = find_pack(info.hash, rules_dirs)
+    if found is None:
+        return info, None
+    pack, directory = found
+    # Shown relative to its pack directory: an absolute path names a developer's machine.
+    info.source = Path(pack.source).relative_to(directory).as_posix()
+    shipped = directory == _shipped_rules()
+    info.source_dir = "rules/" if shipped else directory.as_posix().rstrip("/") + "/"
+    p = pack.pack
+    info.heartbeat_warn_ms = float(p.heartbeat.warn_silence_ms)
+    info.heartbeat_stop_ms = float(p.heartbeat.stop_silence_ms)
+    info.resend_interval_ms = float(p.alarms.resend_interval_ms)
+    info.escalate_after_resends = p.alarms.escalate_after_resends
     return info, pack
 
 
-def find_pack(sha256: str, rules_dirs: Sequence[str | Path]) -> LoadedPack | None:
-    """The pack file (shipped `rules/` and any given directories) whose content hash is
-    `sha256`; the hash ties its thresholds to the ledger record. None if absent."""
-    dirs = [Path(d) for d in rules_dirs]
+def _shipped_rules() -> Path | None:
     with contextlib.suppress(OSError, TypeError):  # packaging edge cases
-        dirs.append(rules_dir())
+        return rules_dir()
+    return None
+
+
+def find_pack(sha256: str, rules_dirs: Sequence[str | Path]) -> tuple[LoadedPack, Path] | None:
+    """The pack file (any given directory, then the shipped `rules/`) whose content hash is
+    `sha256`, and the directory it is in; the hash ties its thresholds to the ledger
+    record. None if absent."""
+    dirs = [Path(d) for d in rules_dirs]
+    shipped = _shipped_rules()
+    if shipped is not None:
+        dirs.append(shipped)
     for d in dirs:
         for f in sorted(d.glob("*.yaml")) if d.is_dir() else []:
             try:
@@ -644,7 +667,7 @@ def find_pack(sha256: str, rules_dirs: Sequence[str | Path]) -> LoadedPack | Non
             except PolicyError:
                 continue
             if lp.sha256 == sha256:
-                return lp
+                return lp, d
     return None
 
 
@@ -771,7 +794,7 @@ def _item(e: Entry) -> TimelineItem:
     )
     k = e.event
     if k in ("warning_raised", "safe_stop_issued", "breach_while_latched"):
-        it.detail = str(d.get("reason") or "")
+        it.detail = _ratio_reason(d) or str(d.get("reason") or "")
     elif k == "warning_cleared":
         it.detail = f"in band again; warning lasted {_num(d.get('duration_ms'))} ms"
     elif k == "safe_stop_resent":
@@ -906,6 +929,24 @@ def fmt_utc(ns: int | None, *, ms: bool = True) -> str:
     secs, rem = divmod(ns, 1_000_000_000)
     base = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(secs))
     return f"{base}.{rem // 1_000_000:03d} UTC" if ms else f"{base} UTC"
+
+
+def is_number(v: Any) -> TypeGuard[int | float]:
+    """A JSON number (not a bool, which Python counts as an int)."""
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def percent(ratio: float) -> str:
+    """A ratio as a percentage: 0.012 -> "1.2 %"."""
+    return f"{ratio * 100:.4g} %"
+
+
+def _ratio_reason(d: dict[str, Any]) -> str | None:
+    """Loss ratios read as percentages (the ledger's reason gives the raw ratio)."""
+    obs, thr = d.get("observed"), d.get("threshold")
+    if d.get("rule") not in RATIO_RULES or not is_number(obs) or not is_number(thr):
+        return None
+    return f"{d.get('subject')} link loss {percent(obs)} above {percent(thr)}"
 
 
 def _num(v: Any) -> str:
