@@ -22,11 +22,12 @@ from typing import Any
 import pytest
 
 from monitor.audit.checkpoint import generate_key_files, load_public_key
+from monitor.audit.verified import load_verified
 from monitor.audit.verify import verify
 from monitor.cli import main
 from monitor.kafka.settings import KafkaSettings
+from monitor.report.build import build_report
 from monitor.report.html import pdf_available
-from monitor.report.model import build_report, load_verified
 from monitor.sim.faults import parse_spec
 from monitor.sim.runner import SimConfig, Simulation
 from tests.integration.monitorkit import run_monitor

@@ -11,6 +11,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,19 +21,15 @@ import pytest
 
 from monitor.audit.checkpoint import generate_key_files, load_private_key, load_public_key
 from monitor.audit.ledger import Ledger
+from monitor.audit.store import LedgerError
+from monitor.audit.verified import LedgerRefused, load_verified
 from monitor.cli import main
 from monitor.engine.decisions import Event
 from monitor.policy.loader import load_pack_file, rules_dir
 from monitor.report import charts, html
 from monitor.report import summary as plain
-from monitor.report.model import (
-    LedgerRefused,
-    ProcedureReport,
-    UnknownProcedure,
-    build_report,
-    load_verified,
-    weighted_median,
-)
+from monitor.report.build import build_report
+from monitor.report.model import ProcedureReport, UnknownProcedure, weighted_median
 from monitor.service.audit_sink import CHECKPOINT_EVENTS, EntryFactory
 
 ORIGIN = "telesafe.test/report"
@@ -458,6 +455,20 @@ def test_tampered_ledger_is_refused_naming_the_entry(
     err = capsys.readouterr().err
     assert f"FAILED: entry {idx}:" in err and "refusing to report" in err
     assert not out.exists()
+
+
+def test_ledger_trust_is_an_audit_concern() -> None:
+    """Reading a verified ledger does not import the report (no upward import), and its
+    refusal is a ledger error."""
+    assert issubclass(LedgerRefused, LedgerError)
+    code = (
+        "import sys, monitor.audit.verified; "
+        "print([m for m in sys.modules if m.startswith('monitor.report')])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"
 
 
 def test_wrong_key_is_refused(
