@@ -10,6 +10,8 @@ started=$(date +%s)
 scripts/bootstrap.sh
 scripts/install-prometheus.sh
 command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+# pdftotext/pdfinfo: the report's PDF tests read its text layer and page sizes.
+command -v pdftotext >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils)
 # A failed helm build must not hide every other result: the chart tests fail without helm in CI.
 if [ -x scripts/install-helm.sh ]; then scripts/install-helm.sh || echo "test.sh: helm build failed"; fi
 

@@ -1,8 +1,9 @@
-"""Dashboards-as-code for telesafe: Grafana JSON generated from typed Python.
+"""Dashboards-as-code for telesafe: Grafana JSON built with grafana-foundation-sdk.
 
 ``python -m monitor.dashboards generate`` (or ``telesafe dashboards generate``) writes the
 committed ``dashboards/*.json``; ``telesafe dashboards push`` uploads them with
 grafana-client. :func:`all_queries` lists every panel's PromQL for end-to-end checks.
+Thresholds come from the default policy pack (``rules/default.yaml``).
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .definitions import all_dashboards, audit, fleet, live_procedure
-from .model import JSON, Dashboard
+from .definitions import all_dashboards, audit, default_pack, fleet, live_procedure
+from .kit import JSON, Dashboard, to_json, uid_of
 
 __all__ = [
     "DEFAULT_OUT_DIR",
+    "JSON",
+    "Dashboard",
     "PanelQuery",
     "all_dashboards",
     "all_queries",
     "audit",
     "dashboard_json",
+    "default_pack",
     "file_name",
     "fleet",
     "generate",
@@ -43,16 +47,17 @@ class PanelQuery:
 
 
 def file_name(dashboard: Dashboard) -> str:
-    return f"{dashboard.uid}.json"
+    return f"{uid_of(dashboard)}.json"
 
 
 def dashboard_json(dashboard: Dashboard) -> JSON:
-    return dashboard.to_json()
+    """The dashboard as plain JSON data, as Grafana stores it."""
+    return to_json(dashboard)
 
 
 def render_json(dashboard: Dashboard) -> str:
     """Deterministic JSON text (sorted keys, 2-space indent, trailing newline)."""
-    return json.dumps(dashboard.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(to_json(dashboard), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def generate(out_dir: Path = DEFAULT_OUT_DIR) -> list[Path]:
@@ -70,9 +75,9 @@ def all_queries() -> list[PanelQuery]:
     """Every PromQL expression of every panel of every dashboard, as Grafana stores it."""
     out = []
     for d in all_dashboards():
-        for panel in d.to_json()["panels"]:
+        for panel in to_json(d)["panels"]:
             for target in panel.get("targets", []):
-                out.append(PanelQuery(d.uid, panel["title"], target["refId"], target["expr"]))
+                out.append(PanelQuery(uid_of(d), panel["title"], target["refId"], target["expr"]))
     return out
 
 

@@ -1,45 +1,47 @@
 """The three telesafe dashboards: Live procedure, Fleet, Audit & compliance.
 
-Thresholds drawn on the panels are the ICD §7 default policy pack (the same numbers the
-alert rules in alerts/telesafe-rules.yml use). Queries use only series from
-monitor/metrics.py; tests/observability checks each one against a real Prometheus.
+Every threshold drawn on a panel is read from a policy pack (by default the shipped
+``rules/default.yaml``, through :mod:`monitor.policy.loader`), so a pack change moves the
+dashboard lines when the JSON is regenerated. The two limits that belong to alert rules,
+not to a pack, are named constants below. Queries use only series from monitor/metrics.py;
+tests/observability runs each one against a real Prometheus scraping a real monitor.
 """
 
 from __future__ import annotations
 
-from .model import (
-    JSON,
+from grafana_foundation_sdk.builders import timeseries
+from grafana_foundation_sdk.models import units
+from grafana_foundation_sdk.models.dashboard import DynamicConfigValue, Threshold
+
+from monitor.policy.loader import DEFAULT_PACK, load_pack_file, rules_dir
+from monitor.policy.model import PolicyPack
+
+from .kit import (
     Dashboard,
-    Panel,
-    Row,
-    Target,
-    Threshold,
-    Variable,
-    steps,
-    upper_bands,
+    Query,
+    bands,
+    bar_gauge,
+    build,
+    on_off,
+    query_variable,
+    stat_panel,
+    state_colour_overrides,
+    state_timeline,
+    time_series,
+    value_colours,
 )
 
 P = 'procedure_id="$procedure_id"'
+RATE = "[$__rate_interval]"
+RANGE = "[$__range]"
 
-# Value mappings shared by "is it on" panels.
-ON_OFF = [
-    {
-        "type": "value",
-        "options": {
-            "0": {"text": "no", "color": "green", "index": 0},
-            "1": {"text": "YES", "color": "red", "index": 1},
-        },
-    }
-]
-STATE_ROW = [
-    {
-        "type": "value",
-        "options": {
-            "0": {"text": " ", "color": "transparent", "index": 0},
-            "1": {"text": "in state", "color": "blue", "index": 1},
-        },
-    }
-]
+# Limits of alert rules (alerts/telesafe-rules.yml), not of a policy pack.
+LAG_RECORDS_ALERT = 1000  # MonitoringBlind: telemetry backlog
+CHECKPOINT_AGE_ALERT_S = 600  # LedgerCheckpointStale
+
+# Grafana has no mm/s unit; the metric is in m/s (base units), the panel scales it.
+MM_PER_S = "suffix: mm/s"
+
 STATE_COLOURS = {
     "pending": "#8e8e8e",
     "armed": "green",
@@ -48,387 +50,412 @@ STATE_COLOURS = {
     "safe_stopped": "dark-red",
     "ended": "blue",
 }
-STATE_OVERRIDES: list[JSON] = [
-    {
-        "matcher": {"id": "byName", "options": state},
-        "properties": [
-            {
-                "id": "mappings",
-                "value": [
-                    {
-                        "type": "value",
-                        "options": {
-                            "0": {"text": " ", "color": "transparent", "index": 0},
-                            "1": {"text": state, "color": colour, "index": 1},
-                        },
-                    }
-                ],
-            }
-        ],
-    }
-    for state, colour in STATE_COLOURS.items()
-]
 
 
-def _timeseries(
-    title: str,
-    *targets: Target,
-    unit: str = "short",
-    width: int = 12,
-    height: int = 8,
-    thresholds: tuple[Threshold, ...] = (),
-    show_thresholds: bool = False,
-    description: str = "",
-) -> Panel:
-    return Panel(
-        title=title,
-        kind="timeseries",
-        targets=list(targets),
-        unit=unit,
-        width=width,
-        height=height,
-        thresholds=thresholds,
-        show_thresholds=show_thresholds,
-        description=description,
+def default_pack() -> PolicyPack:
+    """The shipped default policy pack (``rules/default.yaml``)."""
+    return load_pack_file(rules_dir() / f"{DEFAULT_PACK}.yaml").pack
+
+
+def _ms(value: float) -> str:
+    return f"{value:g} ms"
+
+
+def _pct(ratio: float) -> str:
+    return f"{ratio * 100:g} %"
+
+
+def _warn_stop(warn: float | None, stop: float | None) -> str:
+    parts = []
+    if warn is not None:
+        parts.append(f"warn above {_ms(warn)}")
+    if stop is not None:
+        parts.append(f"safe-stop above {_ms(stop)}")
+    return ", ".join(parts) or "no limit in the pack"
+
+
+def _upper(warn: float | None, stop: float | None, per: float = 1) -> list[Threshold]:
+    """Green, yellow from ``warn``, red from ``stop`` (either may be absent), divided by
+    ``per`` (1000: a pack's milliseconds on a panel in seconds)."""
+    return bands(
+        (None, "green"),
+        (None if warn is None else warn / per, "yellow"),
+        (None if stop is None else stop / per, "red"),
     )
 
 
-def live_procedure() -> Dashboard:
-    heartbeat = _timeseries(
+def live_procedure(pack: PolicyPack | None = None) -> Dashboard:
+    """One procedure in real time; threshold lines from ``pack`` (default: the default pack)."""
+    pk = pack or default_pack()
+    hb, lat, link, ws, alarms = pk.heartbeat, pk.latency, pk.link, pk.workspace, pk.alarms
+    window = f"{lat.window_ms / 1000:g} s" if lat.window_ms >= 1000 else _ms(lat.window_ms)
+    q = f"p{lat.quantile * 100:g}"
+    heartbeat = time_series(
         "Heartbeat age by site",
-        Target(f"max by (site) (telesafe_heartbeat_age_seconds{{{P}}})", "{{site}}"),
-        unit="s",
-        thresholds=upper_bands(0.1, 0.3),
-        show_thresholds=True,
-        width=12,
+        Query(f"max by (site) (telesafe_heartbeat_age_seconds{{{P}}})", "{{site}}"),
+        Query(
+            f"max(telesafe_heartbeat_stop_limit_seconds{{{P}}})",
+            "safe-stop limit (this procedure's pack)",
+        ),
+        unit=units.Seconds,
+        thresholds=_upper(hb.warn_silence_ms, hb.stop_silence_ms, 1000),
         description="Time since the last fresh heartbeat of each site (monitor clock). "
-        "Warn > 100 ms, safe-stop > 300 ms.",
-    )
-    state_timeline = Panel(
-        title="Procedure state",
-        kind="state-timeline",
-        width=12,
-        targets=[Target(f"max by (state) (telesafe_procedure_state{{{P}}})", "{{state}}")],
-        mappings=STATE_ROW,
-        options={
-            "showValue": "never",
-            "mergeValues": True,
-            "rowHeight": 0.8,
-            "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom"},
-        },
-        description="One row per state; the coloured band is the state the procedure was in.",
-    )
-    control = _timeseries(
-        "Control latency (1 s window) p50 / p95 / p99",
-        Target(
-            f'max by (percentile) (telesafe_latency_window_seconds{{{P}, channel="control"}})',
-            "p{{percentile}}",
-        ),
-        unit="s",
-        thresholds=upper_bands(0.1, 0.3),
-        show_thresholds=True,
-        width=12,
-        description="Surgeon hand motion → robot motion. p95 warn > 100 ms, safe-stop > 300 ms "
-        "held 1 s (or any sample > 500 ms).",
-    )
-    video = _timeseries(
-        "Video latency (1 s window) p50 / p95 / p99",
-        Target(
-            f'max by (percentile) (telesafe_latency_window_seconds{{{P}, channel="video"}})',
-            "p{{percentile}}",
-        ),
-        unit="s",
-        thresholds=upper_bands(0.15, 0.4),
-        show_thresholds=True,
-        width=12,
-        description="Robot camera → console display. p95 warn > 150 ms, safe-stop > 400 ms "
-        "held 1 s.",
-    )
-    jitter = _timeseries(
-        "Link jitter",
-        Target(f"max by (site) (telesafe_link_jitter_seconds{{{P}}})", "{{site}}"),
-        unit="s",
-        thresholds=steps((None, "green"), (0.01, "yellow")),
-        show_thresholds=True,
-        width=12,
-        description="Last reported jitter per site. Warn > 10 ms.",
-    )
-    loss = _timeseries(
-        "Link loss ratio",
-        Target(f"max by (site) (telesafe_link_loss_ratio{{{P}}})", "{{site}}"),
-        unit="percentunit",
-        thresholds=upper_bands(0.001, 0.03),
-        show_thresholds=True,
-        width=12,
-        description="Last reported loss ratio per site. Warn > 0.1 %, safe-stop > 3 %.",
-    )
-    margin = _timeseries(
-        "Workspace margin per arm",
-        Target(f"min by (arm) (telesafe_workspace_margin_meters{{{P}}})", "{{arm}}"),
-        unit="lengthm",
-        thresholds=steps((None, "red"), (0.0, "yellow"), (0.005, "green")),
-        show_thresholds=True,
-        width=12,
-        description="Distance of the tool tip to the nearest allowed-box face or forbidden "
-        "zone. Warn within 5 mm, safe-stop below 0 (outside / inside a zone).",
-    )
-    speed = _timeseries(
-        "Tool-tip speed per arm",
-        Target(f"max by (arm) (telesafe_tool_speed_meters_per_second{{{P}}})", "{{arm}}"),
-        unit="velocityms",
-        thresholds=upper_bands(0.1, 0.2),
-        show_thresholds=True,
-        width=12,
-        description="Highest tool-tip speed in the last batch. Warn > 100 mm/s, "
-        "safe-stop > 200 mm/s.",
-    )
-    latched = Panel(
-        title="Safe-stop latched (by rule)",
-        kind="state-timeline",
-        width=8,
-        targets=[Target(f"max by (rule) (telesafe_safe_stop_latched{{{P}}})", "{{rule}}")],
-        mappings=ON_OFF,
-        options={
-            "showValue": "auto",
-            "mergeValues": True,
-            "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom"},
-        },
-        description="The rule that latched the procedure; clears only on an accepted re-arm.",
-    )
-    unacked = Panel(
-        title="Safe-stop awaiting robot ack / escalated",
-        kind="state-timeline",
-        width=8,
-        targets=[
-            Target(f"max(telesafe_safe_stop_unacknowledged{{{P}}})", "unacknowledged"),
-            Target(f"max(telesafe_safe_stop_escalated{{{P}}})", "escalated (paged)"),
+        f"Bands: the {pk.name} pack ({_warn_stop(hb.warn_silence_ms, hb.stop_silence_ms)}); "
+        "the dashed red line is the safe-stop limit of the pack this procedure runs under. "
+        "Above it the monitor has safe-stopped the procedure: see the SiteHeartbeatLost "
+        "runbook.",
+    ).override_by_query(
+        "B",
+        [
+            DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}),
+            DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": "red"}),
         ],
-        mappings=ON_OFF,
-        options={
-            "showValue": "auto",
-            "mergeValues": True,
-            "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom"},
-        },
-        description="Re-sent every 100 ms until acknowledged; paged after 5 re-sends.",
     )
-    acks = _timeseries(
-        "Safe-stop ack delay p95 / acks",
-        Target(
-            "histogram_quantile(0.95, sum by (le) "
-            "(rate(telesafe_safe_stop_ack_delay_seconds_bucket[$__rate_interval])))",
-            "ack delay p95",
-        ),
-        Target(
-            "sum(increase(telesafe_safe_stop_ack_delay_seconds_count[$__range]))", "acks in range"
-        ),
-        unit="s",
-        width=8,
-        description="From the first issue of a safe-stop to the robot's acknowledgement "
-        "(all procedures of the monitor: the histogram has no procedure label).",
+    states = state_colour_overrides(
+        state_timeline(
+            "Procedure state",
+            Query(f"max by (state) (telesafe_procedure_state{{{P}}})", "{{state}}"),
+            mappings=[value_colours({0: (" ", "transparent"), 1: ("in state", "blue")})],
+            show_value=False,
+            description="One row per state; the coloured band is the state the procedure "
+            "was in. Red (safe_stop_latched): the robot was commanded to stop; re-arm only "
+            "after both sites are healthy (telesafe rearm).",
+        ).row_height(0.8),
+        STATE_COLOURS,
     )
-    warnings = Panel(
-        title="Active warnings",
-        kind="state-timeline",
+
+    def latency(channel: str, title: str, what: str) -> timeseries.Panel:
+        ch = getattr(lat, channel)
+        extra = (
+            f", or any single sample above {_ms(ch.max_sample_ms)}"
+            if ch.max_sample_ms is not None
+            else ""
+        )
+        return time_series(
+            f"{title} ({window} window) p50 / p95 / p99",
+            Query(
+                "max by (percentile) "
+                f'(telesafe_latency_window_seconds{{{P}, channel="{channel}"}})',
+                "p{{percentile}}",
+            ),
+            unit=units.Seconds,
+            thresholds=_upper(ch.warn_ms, ch.stop_ms, 1000),
+            description=f"{what}. The {q} of the window is judged ({pk.name} pack): "
+            f"{_warn_stop(ch.warn_ms, ch.stop_ms)} held {_ms(ch.hold_ms)}{extra}. "
+            "Red: expect a safe-stop (LatencyCritical runbook).",
+        )
+
+    control = latency("control", "Control latency", "Surgeon hand motion → robot motion")
+    video = latency("video", "Video latency", "Robot camera → console display")
+    jitter = time_series(
+        "Link jitter",
+        Query(f"max by (site) (telesafe_link_jitter_seconds{{{P}}})", "{{site}}"),
+        unit=units.Seconds,
+        thresholds=_upper(link.jitter.warn_ms, link.jitter.stop_ms, 1000),
+        description="Last reported jitter per site "
+        f"({pk.name} pack: {_warn_stop(link.jitter.warn_ms, link.jitter.stop_ms)}).",
+    )
+    loss = time_series(
+        "Link loss ratio",
+        Query(f"max by (site) (telesafe_link_loss_ratio{{{P}}})", "{{site}}"),
+        unit=units.PercentUnit,
+        thresholds=_upper(link.loss.warn_ratio, link.loss.stop_ratio),
+        description="Last reported loss per site ("
+        + ", ".join(
+            f"{word} above {_pct(v)}"
+            for word, v in (("warn", link.loss.warn_ratio), ("safe-stop", link.loss.stop_ratio))
+            if v is not None
+        )
+        + f", {pk.name} pack).",
+    )
+    near_mm = max(ws.box_warn_mm, ws.zone_warn_mm)
+    margin = time_series(
+        "Workspace margin per arm",
+        Query(f"1000 * min by (arm) (telesafe_workspace_margin_meters{{{P}}})", "{{arm}}"),
+        unit=units.Millimeter,
+        thresholds=bands((None, "red"), (0.0, "yellow"), (near_mm, "green")),
+        description="Distance of the tool tip to the nearest allowed-box face or forbidden "
+        f"zone, in mm. Yellow within {ws.box_warn_mm:g} mm of a box face or "
+        f"{ws.zone_warn_mm:g} mm of a zone (warning); red below 0: outside the box or "
+        f"inside a zone, a safe-stop ({pk.name} pack).",
+    )
+    speed = time_series(
+        "Tool-tip speed per arm",
+        Query(f"1000 * max by (arm) (telesafe_tool_speed_meters_per_second{{{P}}})", "{{arm}}"),
+        unit=MM_PER_S,
+        thresholds=_upper(ws.speed_mm_s.warn, ws.speed_mm_s.stop),
+        description="Highest tool-tip speed in the last batch, in mm/s as in the packs and "
+        f"reports ({pk.name} pack: warn above {ws.speed_mm_s.warn:g} mm/s, safe-stop above "
+        f"{ws.speed_mm_s.stop:g} mm/s).",
+    )
+    latched = state_timeline(
+        "Safe-stop latched (by rule)",
+        Query(f"max by (rule) (telesafe_safe_stop_latched{{{P}}})", "{{rule}}"),
+        mappings=[on_off()],
+        description="The rule that latched the procedure in safe-stop; it clears only on "
+        "an accepted re-arm (SafeStopIssued runbook).",
+    )
+    unacked = state_timeline(
+        "Safe-stop awaiting robot ack / escalated",
+        Query(f"max(telesafe_safe_stop_unacknowledged{{{P}}})", "unacknowledged"),
+        Query(f"max(telesafe_safe_stop_escalated{{{P}}})", "escalated (paged)"),
+        mappings=[on_off()],
+        description=f"Re-sent every {_ms(alarms.resend_interval_ms)} until the robot "
+        f"acknowledges; paged after {alarms.escalate_after_resends} re-sends ({pk.name} "
+        "pack). Red: the robot may not have stopped, act at the robot site "
+        "(SafeStopNotAcknowledged runbook).",
+    )
+    warnings = state_timeline(
+        "Active warnings",
+        Query(f"max by (rule) (telesafe_warning_active{{{P}}})", "{{rule}}"),
+        mappings=[on_off()],
         width=24,
         height=6,
-        targets=[Target(f"max by (rule) (telesafe_warning_active{{{P}}})", "{{rule}}")],
-        mappings=ON_OFF,
-        options={
-            "showValue": "auto",
-            "mergeValues": True,
-            "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom"},
-        },
-        description="1 while a policy warning is active for this procedure.",
+        description="1 while a policy warning is active for this procedure; a warning "
+        f"clears after {_ms(alarms.clear_after_ms)} back in band.",
     )
-    return Dashboard(
+    return build(
         uid="telesafe-live-procedure",
         title="telesafe / Live procedure",
         description="One procedure in real time: liveness, latency, link, kinematics, "
-        "decisions. Thresholds are the ICD §7 default policy pack.",
+        f"decisions. Threshold bands: policy pack {pk.name} {pk.version}.",
         variables=[
-            Variable(
+            query_variable(
                 "procedure_id", "Procedure", "label_values(telesafe_procedure_state, procedure_id)"
             )
         ],
         refresh="1s",
         time_from="now-15m",
         rows=[
-            Row("Liveness and state", [heartbeat, state_timeline]),
-            Row("Latency", [control, video]),
-            Row("Link", [jitter, loss]),
-            Row("Kinematics", [margin, speed]),
-            Row("Decisions", [latched, unacked, acks, warnings]),
+            ("Liveness and state", [heartbeat, states]),
+            ("Latency", [control, video]),
+            ("Link", [jitter, loss]),
+            ("Kinematics", [margin, speed]),
+            ("Decisions", [latched, unacked, warnings]),
         ],
     )
 
 
-def fleet() -> Dashboard:
-    rate = "[$__rate_interval]"
-    return Dashboard(
+def fleet(pack: PolicyPack | None = None) -> Dashboard:
+    """All monitors and procedures; the staleness line from ``pack`` (default pack)."""
+    pk = pack or default_pack()
+    stale_s = pk.stale_after_ms / 1e3
+    resend_s = pk.alarms.resend_interval_ms / 1e3
+    escalate_s = resend_s * pk.alarms.escalate_after_resends
+    ack_delay = time_series(
+        "Safe-stop ack delay p95 / acks (all procedures)",
+        Query(
+            "histogram_quantile(0.95, sum by (le) "
+            f"(rate(telesafe_safe_stop_ack_delay_seconds_bucket{RATE})))",
+            "ack delay p95",
+        ),
+        Query("sum(increase(telesafe_safe_stop_ack_delay_seconds_count[$__range]))", "acks"),
+        unit=units.Seconds,
+        thresholds=_upper(resend_s, escalate_s),
+        width=8,
+        description="From the first issue of a safe-stop to the robot's acknowledgement, "
+        "over every procedure of every monitor (the histogram has no procedure label), and "
+        f"the number of acks in the range (right axis). Yellow: slower than the "
+        f"{_ms(pk.alarms.resend_interval_ms)} re-send interval ({pk.name} pack); red: past "
+        "the escalation, the robots ack too slowly: check the robot sites' command "
+        "consumers and the link.",
+    ).override_by_query(
+        "B",
+        [
+            DynamicConfigValue(id_val="unit", value="none"),
+            DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
+        ],
+    )
+    return build(
         uid="telesafe-fleet",
         title="telesafe / Fleet",
-        description="All monitors and procedures: load, states, input quality, lag.",
+        description="All monitors and procedures: load, states, input quality, lag, reaction time.",
         rows=[
-            Row(
+            (
                 "Procedures",
                 [
-                    Panel(
+                    stat_panel(
                         "Procedures active",
-                        "stat",
-                        [Target("sum(telesafe_procedures_active)")],
+                        Query("sum(telesafe_procedures_active)"),
                         width=6,
-                        height=6,
-                        unit="none",
-                        description="Procedures supervised, over all monitor instances.",
+                        description="Procedures supervised, summed over all monitor "
+                        "instances. Compare with the procedures scheduled: one missing is "
+                        "unsupervised (check the Monitors up panel and the console's "
+                        "procedure_start).",
                     ),
-                    Panel(
+                    bar_gauge(
                         "Procedures by state",
-                        "bargauge",
-                        [
-                            Target(
-                                "sum by (state) (telesafe_procedure_state)",
-                                "{{state}}",
-                                instant=True,
-                            )
-                        ],
+                        Query(
+                            "sum by (state) (telesafe_procedure_state)", "{{state}}", instant=True
+                        ),
                         width=9,
                         height=6,
-                        unit="none",
-                        options={"orientation": "horizontal", "displayMode": "basic"},
+                        description="How many procedures are in each state now. Any in "
+                        "safe_stop_latched or safe_stopped: open the Live procedure "
+                        "dashboard for it and follow the SafeStopIssued runbook.",
                     ),
-                    Panel(
+                    stat_panel(
                         "Monitors up",
-                        "stat",
-                        [Target('up{job="telesafe"}', "{{instance}}")],
+                        Query('up{job="telesafe"}', "{{instance}}"),
                         width=9,
-                        height=6,
-                        unit="none",
-                        mappings=[
-                            {
-                                "type": "value",
-                                "options": {
-                                    "0": {"text": "DOWN", "color": "red", "index": 0},
-                                    "1": {"text": "up", "color": "green", "index": 1},
-                                },
-                            }
-                        ],
+                        mappings=[value_colours({0: ("DOWN", "red"), 1: ("up", "green")})],
+                        description="Whether Prometheus can scrape each monitor instance. "
+                        "Red (DOWN): its procedures may be unsupervised; follow the "
+                        "MonitorDown runbook (restart it, check that another instance "
+                        "took over its partitions).",
                     ),
-                    _timeseries(
+                    time_series(
                         "Procedures active per instance",
-                        Target("sum by (instance) (telesafe_procedures_active)", "{{instance}}"),
-                        unit="none",
+                        Query("sum by (instance) (telesafe_procedures_active)", "{{instance}}"),
+                        unit=units.NoUnit,
+                        description="Procedures each instance supervises. A drop to 0 on "
+                        "one instance with the same rise on another is a partition "
+                        "hand-over (failover); a drop without a rise means procedures lost "
+                        "their monitor.",
                     ),
-                    _timeseries(
+                    time_series(
                         "Safe-stops and warnings by rule (rate)",
-                        Target(
-                            f"sum by (rule) (rate(telesafe_safe_stops_total{rate}))",
+                        Query(
+                            f"sum by (rule) (rate(telesafe_safe_stops_total{RATE}))",
                             "safe-stop {{rule}}",
                         ),
-                        Target(
-                            f"sum by (rule) (rate(telesafe_warnings_total{rate}))",
+                        Query(
+                            f"sum by (rule) (rate(telesafe_warnings_total{RATE}))",
                             "warning {{rule}}",
                         ),
-                        unit="ops",
+                        unit=units.OpsPerSecond,
+                        description="Safe-stops and warnings per second, by policy rule, "
+                        "over the fleet. A rule that keeps firing across procedures points "
+                        "at the network or a pack too strict for it, not at one robot.",
                     ),
                 ],
             ),
-            Row(
+            (
                 "Throughput per instance",
                 [
-                    _timeseries(
+                    time_series(
                         "Records received per instance and site",
-                        Target(
+                        Query(
                             "sum by (instance, site) "
-                            f"(rate(telesafe_records_received_total{rate}))",
+                            f"(rate(telesafe_records_received_total{RATE}))",
                             "{{instance}} {{site}}",
                         ),
-                        unit="rps",
+                        unit=units.ReadsPerSecond,
+                        description="Valid telemetry records per second each instance "
+                        "receives, by site. A site dropping to 0 while its procedures run "
+                        "means its records no longer arrive (heartbeat alerts follow).",
                     ),
-                    _timeseries(
+                    time_series(
                         "Commands sent per instance and type",
-                        Target(
-                            f"sum by (instance, type) (rate(telesafe_commands_sent_total{rate}))",
+                        Query(
+                            f"sum by (instance, type) (rate(telesafe_commands_sent_total{RATE}))",
                             "{{instance}} {{type}}",
                         ),
-                        unit="ops",
+                        unit=units.OpsPerSecond,
+                        description="Safe-stop and re-arm commands published per second. A "
+                        "steady safe_stop rate is re-sends to a robot that does not "
+                        "acknowledge (SafeStopNotAcknowledged runbook).",
                     ),
                 ],
             ),
-            Row(
+            (
                 "Consumer lag",
                 [
-                    _timeseries(
+                    time_series(
                         "Consumer lag (records) per topic",
-                        Target(
+                        Query(
                             "sum by (instance, topic) (telesafe_consumer_lag_records)",
                             "{{instance}} {{topic}}",
                         ),
-                        unit="none",
-                        thresholds=steps((None, "green"), (1000, "red")),
-                        show_thresholds=True,
+                        unit=units.NoUnit,
+                        thresholds=bands((None, "green"), (LAG_RECORDS_ALERT, "red")),
+                        description="Records each instance has yet to read, per topic. "
+                        f"Red (above {LAG_RECORDS_ALERT}, the MonitoringBlind alert): the "
+                        "instance cannot keep up; add an instance or find what slows it "
+                        "(engine timer lag, CPU).",
                     ),
-                    _timeseries(
+                    time_series(
                         "Consumer lag (seconds)",
-                        Target("max by (instance) (telesafe_consumer_lag_seconds)", "{{instance}}"),
-                        unit="s",
-                        thresholds=steps((None, "green"), (0.5, "red")),
-                        show_thresholds=True,
-                        description="Age of the newest record handed to the engine. "
-                        "Above the 500 ms staleness limit the monitor is blind.",
+                        Query("max by (instance) (telesafe_consumer_lag_seconds)", "{{instance}}"),
+                        unit=units.Seconds,
+                        thresholds=bands((None, "green"), (stale_s, "red")),
+                        description="Age of the newest record handed to the engine. Red "
+                        f"(above the {_ms(pk.stale_after_ms)} staleness limit of the "
+                        f"{pk.name} pack): records arrive stale and the monitor is blind; "
+                        "follow the MonitoringBlind runbook.",
                     ),
                 ],
             ),
-            Row(
+            (
                 "Input quality",
                 [
-                    _timeseries(
+                    time_series(
                         "Rejected records by reason (dead-letter)",
-                        Target(
-                            f"sum by (reason) (rate(telesafe_records_rejected_total{rate}))",
+                        Query(
+                            f"sum by (reason) (rate(telesafe_records_rejected_total{RATE}))",
                             "{{reason}}",
                         ),
-                        unit="rps",
+                        unit=units.ReadsPerSecond,
                         width=8,
+                        description="Records rejected to the dead-letter topic per second, "
+                        "by reason. A sustained rate (DeadLetterRate alert) means a site "
+                        "sends records that do not match the ICD or are badly signed: read "
+                        "the dead-letter topic and contact that site's vendor.",
                     ),
-                    _timeseries(
+                    time_series(
                         "Duplicate records by site",
-                        Target(
-                            f"sum by (site) (rate(telesafe_records_duplicate_total{rate}))",
+                        Query(
+                            f"sum by (site) (rate(telesafe_records_duplicate_total{RATE}))",
                             "{{site}}",
                         ),
-                        unit="rps",
+                        unit=units.ReadsPerSecond,
                         width=8,
+                        description="Records ignored because their seq was already seen. "
+                        "Occasional duplicates are producer retries; a steady rate means a "
+                        "site resets or reuses its seq numbers.",
                     ),
-                    _timeseries(
+                    time_series(
                         "Lost records (seq gaps) by site",
-                        Target(
-                            f"sum by (site) (rate(telesafe_records_lost_total{rate}))", "{{site}}"
+                        Query(
+                            f"sum by (site) (rate(telesafe_records_lost_total{RATE}))", "{{site}}"
                         ),
-                        unit="rps",
+                        unit=units.ReadsPerSecond,
                         width=8,
+                        description="Records missing according to gaps in seq. A rising "
+                        "rate with link loss warnings is the network; without them, the "
+                        "site's producer drops records.",
                     ),
                 ],
             ),
-            Row(
+            (
                 "Reaction time",
                 [
-                    _timeseries(
+                    time_series(
                         "Detection latency p99 by kind",
-                        Target(
+                        Query(
                             "histogram_quantile(0.99, sum by (le, kind) "
-                            f"(rate(telesafe_detection_latency_seconds_bucket{rate})))",
+                            f"(rate(telesafe_detection_latency_seconds_bucket{RATE})))",
                             "{{kind}}",
                         ),
-                        unit="s",
-                        description="Breach → safe-stop handed to the producer.",
+                        unit=units.Seconds,
+                        width=8,
+                        description="Breach → safe-stop handed to the producer (record: on "
+                        "the breaching record; deadline: a timer rule's deadline). "
+                        "Milliseconds are normal; tens of ms point at a starved instance "
+                        "(check engine timer lag and CPU).",
                     ),
-                    _timeseries(
+                    time_series(
                         "Engine timer lag",
-                        Target(
+                        Query(
                             "max by (instance) (telesafe_engine_timer_lag_seconds)", "{{instance}}"
                         ),
-                        unit="s",
+                        unit=units.Seconds,
+                        width=8,
+                        description="How late the engine thread ran its last due timer. "
+                        "Heartbeat deadlines fire this much late; sustained tens of ms "
+                        "mean the instance is overloaded: move procedures or add CPU.",
                     ),
+                    ack_delay,
                 ],
             ),
         ],
@@ -436,148 +463,133 @@ def fleet() -> Dashboard:
 
 
 def audit() -> Dashboard:
-    rng = "[$__range]"
-    return Dashboard(
+    """The audit ledger: growth, checkpoints, self-verification, the safety record."""
+    return build(
         uid="telesafe-audit",
         title="telesafe / Audit & compliance",
         description="The append-only audit ledger: growth, checkpoints, self-verification.",
         refresh="30s",
         time_from="now-6h",
         rows=[
-            Row(
+            (
                 "Ledger",
                 [
-                    _timeseries(
+                    time_series(
                         "Ledger entries",
-                        Target("max by (instance) (telesafe_ledger_entries)", "{{instance}}"),
-                        unit="none",
+                        Query("max by (instance) (telesafe_ledger_entries)", "{{instance}}"),
+                        unit=units.NoUnit,
+                        description="Entries in each instance's ledger. It only grows; a "
+                        "drop means the ledger file was replaced: verify it "
+                        "(telesafe audit verify) and find out why.",
                     ),
-                    _timeseries(
+                    time_series(
                         "Ledger appends per second",
-                        Target(
-                            "sum by (instance) "
-                            "(rate(telesafe_ledger_appends_total[$__rate_interval]))",
+                        Query(
+                            f"sum by (instance) (rate(telesafe_ledger_appends_total{RATE}))",
                             "{{instance}}",
                         ),
-                        unit="ops",
+                        unit=units.OpsPerSecond,
+                        description="Entries durably written per second. Flat at 0 while "
+                        "procedures run means nothing is being recorded: check the "
+                        "append failures panel.",
                     ),
-                    _timeseries(
+                    time_series(
                         "Pending (not yet durable) entries",
-                        Target(
+                        Query(
                             "max by (instance) (telesafe_ledger_pending_entries)", "{{instance}}"
                         ),
-                        unit="none",
+                        unit=units.NoUnit,
+                        description="Entries submitted but not yet on disk. A queue that "
+                        "keeps growing means the disk is too slow or full: check the "
+                        "ledger volume.",
                     ),
-                    _timeseries(
+                    time_series(
                         "Checkpoint age",
-                        Target(
+                        Query(
                             "time() - max by (instance) "
                             "(telesafe_ledger_last_checkpoint_timestamp_seconds)",
                             "{{instance}}",
                         ),
-                        unit="s",
-                        thresholds=steps((None, "green"), (600, "red")),
-                        show_thresholds=True,
-                        description="Age of the newest signed checkpoint; alert at 10 min.",
+                        unit=units.Seconds,
+                        thresholds=bands((None, "green"), (CHECKPOINT_AGE_ALERT_S, "red")),
+                        description="Age of the newest signed checkpoint. Red (the "
+                        "LedgerCheckpointStale alert): entries since then are not yet "
+                        "covered by a signature; follow that runbook (signing key, disk).",
                     ),
                 ],
             ),
-            Row(
+            (
                 "Integrity",
                 [
-                    Panel(
+                    stat_panel(
                         "Last self-verification",
-                        "stat",
-                        [
-                            Target(
-                                "min by (instance) (telesafe_ledger_last_verify_success)",
-                                "{{instance}}",
-                            )
-                        ],
-                        width=8,
-                        height=6,
-                        unit="none",
+                        Query(
+                            "min by (instance) (telesafe_ledger_last_verify_success)",
+                            "{{instance}}",
+                        ),
                         mappings=[
-                            {
-                                "type": "value",
-                                "options": {
-                                    "0": {
-                                        "text": "FAILED / not yet run",
-                                        "color": "red",
-                                        "index": 0,
-                                    },
-                                    "1": {"text": "verified", "color": "green", "index": 1},
-                                },
-                            }
+                            value_colours(
+                                {0: ("FAILED / not yet run", "red"), 1: ("verified", "green")}
+                            )
                         ],
+                        description="Whether the last check of the hash chain and "
+                        "signatures passed. Red: the compliance record may be corrupt or "
+                        "tampered with; follow the LedgerVerifyFailure runbook and keep "
+                        "the ledger file as evidence.",
                     ),
-                    Panel(
+                    stat_panel(
                         "Verify failures in range",
-                        "stat",
-                        [
-                            Target(
-                                "sum by (instance) "
-                                f"(increase(telesafe_ledger_verify_failures_total{rng}))",
-                                "{{instance}}",
-                            )
-                        ],
-                        width=8,
-                        height=6,
-                        unit="none",
+                        Query(
+                            "sum by (instance) "
+                            f"(increase(telesafe_ledger_verify_failures_total{RANGE}))",
+                            "{{instance}}",
+                        ),
                         decimals=0,
-                        thresholds=steps((None, "green"), (1, "red")),
+                        thresholds=bands((None, "green"), (1, "red")),
+                        description="Failed self-verifications in the time range. Red: "
+                        "see Last self-verification and the LedgerVerifyFailure runbook.",
                     ),
-                    Panel(
+                    stat_panel(
                         "Append failures in range",
-                        "stat",
-                        [
-                            Target(
-                                "sum by (instance) "
-                                f"(increase(telesafe_ledger_append_failures_total{rng}))",
-                                "{{instance}}",
-                            )
-                        ],
-                        width=8,
-                        height=6,
-                        unit="none",
+                        Query(
+                            "sum by (instance) "
+                            f"(increase(telesafe_ledger_append_failures_total{RANGE}))",
+                            "{{instance}}",
+                        ),
                         decimals=0,
-                        thresholds=steps((None, "green"), (1, "red")),
+                        thresholds=bands((None, "green"), (1, "red")),
+                        description="Ledger writes that failed in the time range. Red: "
+                        "safety decisions may not be durably recorded; follow the "
+                        "LedgerAppendFailure runbook (disk space, permissions).",
                     ),
                 ],
             ),
-            Row(
+            (
                 "Operator actions and safety record",
                 [
-                    Panel(
+                    bar_gauge(
                         "Operator requests by type and outcome",
-                        "bargauge",
-                        [
-                            Target(
-                                "sum by (type, outcome) "
-                                f"(increase(telesafe_operator_requests_total{rng}))",
-                                "{{type}} {{outcome}}",
-                                instant=True,
-                            )
-                        ],
-                        width=12,
-                        unit="none",
-                        decimals=0,
-                        options={"orientation": "horizontal", "displayMode": "basic"},
+                        Query(
+                            "sum by (type, outcome) "
+                            f"(increase(telesafe_operator_requests_total{RANGE}))",
+                            "{{type}} {{outcome}}",
+                            instant=True,
+                        ),
+                        description="Re-arm requests and notes in the time range, by "
+                        "outcome. Rejected re-arms are normal while a site is unhealthy; "
+                        "many of them, or re-arms by unexpected operators, deserve a look "
+                        "in the ledger (telesafe audit show).",
                     ),
-                    Panel(
+                    bar_gauge(
                         "Safe-stops by rule in range",
-                        "bargauge",
-                        [
-                            Target(
-                                f"sum by (rule) (increase(telesafe_safe_stops_total{rng}))",
-                                "{{rule}}",
-                                instant=True,
-                            )
-                        ],
-                        width=12,
-                        unit="none",
-                        decimals=0,
-                        options={"orientation": "horizontal", "displayMode": "basic"},
+                        Query(
+                            f"sum by (rule) (increase(telesafe_safe_stops_total{RANGE}))",
+                            "{{rule}}",
+                            instant=True,
+                        ),
+                        description="Safe-stops issued in the time range, by the policy "
+                        "rule that tripped. Each one has a post-operative report "
+                        "(telesafe report); review any rule you do not expect.",
                     ),
                 ],
             ),
@@ -585,5 +597,7 @@ def audit() -> Dashboard:
     )
 
 
-def all_dashboards() -> list[Dashboard]:
-    return [live_procedure(), fleet(), audit()]
+def all_dashboards(pack: PolicyPack | None = None) -> list[Dashboard]:
+    """Every dashboard, thresholds from ``pack`` (default: the shipped default pack)."""
+    pk = pack or default_pack()
+    return [live_procedure(pk), fleet(pk), audit()]

@@ -18,7 +18,7 @@ from grafana_client.api import GrafanaApi
 from monitor import __version__
 
 from .definitions import all_dashboards
-from .model import JSON, Dashboard
+from .kit import JSON, Dashboard, title_of, to_json, uid_of
 
 DEFAULT_FOLDER = "telesafe"
 
@@ -82,13 +82,13 @@ def push(
     folder_uid = ensure_folder(api, folder)
     results = []
     for d in dashboards if dashboards is not None else all_dashboards():
-        payload = upload_payload(d.to_json(), folder_uid)
+        payload = upload_payload(to_json(d), folder_uid)
         resp: dict[str, Any] = _untyped(api).dashboard.update_dashboard(payload)
         version = resp.get("version")
         results.append(
             PushResult(
-                uid=str(resp.get("uid", d.uid)),
-                title=d.title,
+                uid=str(resp.get("uid", uid_of(d))),
+                title=title_of(d),
                 url=str(resp.get("url", "")),
                 version=int(version) if version is not None else None,
                 status=str(resp.get("status", "")),

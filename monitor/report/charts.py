@@ -41,6 +41,13 @@ STATE_COLOURS = {
     "ended": "#e2e8f0",
 }
 SITE_COLOURS = {"console": BLUE, "robot": TEAL}
+# The rules each chart is about: a chart shades only the latches of its own rules (a
+# tool-speed safe-stop shaded on the video latency chart would read as a latency problem).
+CHART_RULES = {
+    "control": frozenset({"control_latency"}),
+    "video": frozenset({"video_latency"}),
+    "heartbeat": frozenset({"heartbeat_silence", "first_heartbeat"}),
+}
 
 _RC: dict[str, Any] = {
     "svg.fonttype": "none",
@@ -94,26 +101,31 @@ def _x_extent(report: ProcedureReport) -> tuple[float, float]:
     return 0.0, max(_t(report, report.end_utc_ns), _t(report, report.last_utc_ns), 1.0)
 
 
-def _latched_spans(report: ProcedureReport) -> list[tuple[float, float]]:
-    """Seconds-since-start intervals in which a safe-stop was latched."""
+def latched_spans(
+    report: ProcedureReport, rules: frozenset[str] | None = None
+) -> list[tuple[float, float]]:
+    """Seconds-since-start intervals in which a safe-stop was latched (only those tripped
+    by one of ``rules``, if given)."""
     spans = []
     end = _x_extent(report)[1]
     for s in report.stops:
+        if rules is not None and s.rule not in rules:
+            continue
         t0 = _t(report, s.t_utc_ns)
         t1 = _t(report, s.rearm.t_utc_ns) if s.rearm else end
         spans.append((t0, t1))
     return spans
 
 
-def _shade_stops(ax: Any, report: ProcedureReport, label: bool) -> None:
-    for i, (a, b) in enumerate(_latched_spans(report)):
+def _shade_stops(ax: Any, report: ProcedureReport, rules: frozenset[str]) -> None:
+    for i, (a, b) in enumerate(latched_spans(report, rules)):
         ax.axvspan(
             a,
             b,
             color=RED,
             alpha=0.07,
             lw=0,
-            label="safe-stop latched" if label and i == 0 else None,
+            label="safe-stop latched" if i == 0 else None,
         )
         ax.axvline(a, color=RED, lw=0.8, alpha=0.6)
 
@@ -133,7 +145,7 @@ def latency_chart(report: ProcedureReport) -> str | None:
             cs = report.channels[name]
             xs = [_t(report, p.t_utc_ns) for p in cs.points]
             colour = BLUE if name == "control" else TEAL
-            _shade_stops(ax, report, label=True)
+            _shade_stops(ax, report, CHART_RULES[name])
             ax.plot(
                 xs,
                 [p.p50 for p in cs.points],
@@ -182,7 +194,7 @@ def heartbeat_chart(report: ProcedureReport) -> str | None:
     with _style("heartbeat"):
         fig = Figure(figsize=(9.2, 2.6), layout="constrained")
         ax = fig.subplots()
-        _shade_stops(ax, report, label=True)
+        _shade_stops(ax, report, CHART_RULES["heartbeat"])
         for site, st in report.sites.items():
             if not st.gaps:
                 continue
@@ -269,7 +281,7 @@ def timeline_chart(report: ProcedureReport) -> str | None:
 
         # Safe-stops.
         y = lane["Safe-stops"]
-        for a, b in _latched_spans(report):
+        for a, b in latched_spans(report):
             ax.broken_barh([(a, b - a)], (y - h / 2, h), color=RED, alpha=0.12, lw=0)
         _points(ax, report, ("safe_stop_resent",), y, marker="|", s=60, color=RED, lw=1, alpha=0.6)
         _points(

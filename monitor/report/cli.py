@@ -13,8 +13,19 @@ from pathlib import Path
 
 from monitor.audit.checkpoint import KeyFileError, load_public_key
 from monitor.audit.store import LedgerError
+from monitor.audit.verified import LedgerRefused
+from monitor.report.model import ReportError, UnknownProcedure
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# Exit code of each failure, most specific first: a ledger that fails verification and an
+# unknown procedure are failures (1), anything else is bad input (2).
+_EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
+    (LedgerRefused, EXIT_FAILED),
+    (UnknownProcedure, EXIT_FAILED),
+    (ReportError, EXIT_USAGE),
+    (LedgerError, EXIT_USAGE),
+)
 
 _EPILOG = textwrap.dedent(
     """\
@@ -106,8 +117,9 @@ def _safe_name(pid: str) -> str:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from monitor.audit.verified import load_verified
+    from monitor.report.build import build_report
     from monitor.report.html import PdfUnavailable, pdf_available, render_html, write_pdf
-    from monitor.report.model import ReportError, build_report, load_verified
 
     out = Path(args.out) if args.out else None
     pdf = Path(args.pdf) if args.pdf else None
@@ -134,11 +146,15 @@ def run_report(args: argparse.Namespace) -> int:
     try:
         vl = load_verified(args.ledger, pub)
         report = build_report(vl, args.procedure, run=args.run, rules_dirs=args.rules)
-    except ReportError as exc:
-        print(f"telesafe report: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except LedgerError as exc:
-        return _usage(str(exc))
+    except (ReportError, LedgerError) as exc:
+        code = next(c for kind, c in _EXIT_CODES if isinstance(exc, kind))
+        if isinstance(exc, LedgerRefused):
+            print(f"telesafe report: refusing to report: {exc}", file=sys.stderr)
+        elif code == EXIT_FAILED:
+            print(f"telesafe report: {exc}", file=sys.stderr)
+        else:
+            _usage(str(exc))
+        return code
     html = render_html(report)
     try:
         if out is not None:

@@ -18,7 +18,8 @@ from markupsafe import Markup
 
 from monitor import __version__
 from monitor.report.charts import all_charts
-from monitor.report.model import ProcedureReport, fmt_utc
+from monitor.report.model import RATIO_RULES, ProcedureReport, fmt_utc, is_number, percent
+from monitor.report.summary import glossary, link_line, summary
 
 TEMPLATE = "report.html"
 GAP_LIST_MAX = 120  # heartbeat gaps listed per site; the chart shows all of them
@@ -58,11 +59,14 @@ def _duration(seconds: float) -> str:
     return f"{h} h {m:02d} min {s:02d} s" if h else f"{m} min {s:02d} s"
 
 
-def _value(v: Any) -> str:
+def _value(v: Any, rule: str | None = None) -> str:
     """Observed values and thresholds: numbers, or small objects such as
-    {"arm": "psm1", "margin_mm": -2.1} and {"box": {"min": [...], "max": [...]}}."""
+    {"arm": "psm1", "margin_mm": -2.1} and {"box": {"min": [...], "max": [...]}}. Values of
+    a ratio rule (link loss) read as percentages."""
     if v is None:
         return "—"
+    if rule in RATIO_RULES and is_number(v):
+        return percent(v)
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, int | float):
@@ -72,8 +76,19 @@ def _value(v: Any) -> str:
     if isinstance(v, dict):
         if set(v) == {"min", "max"}:
             return f"{_value(v['min'])} – {_value(v['max'])}"
-        return ", ".join(f"{k.replace('_', ' ')} {_value(x)}" for k, x in v.items())
+        return ", ".join(_field(k, x) for k, x in v.items())
     return str(v)
+
+
+# Unit suffixes of ledger field names: {"speed_mm_s": 142} reads "speed 142 mm/s".
+_UNITS = (("_mm_s", "mm/s"), ("_mm", "mm"), ("_ms", "ms"), ("_n", "N"))
+
+
+def _field(key: str, v: Any) -> str:
+    for suffix, unit in _UNITS:
+        if key.endswith(suffix) and is_number(v):
+            return f"{key.removesuffix(suffix).replace('_', ' ')} {_value(v)} {unit}"
+    return f"{key.replace('_', ' ')} {_value(v)}"
 
 
 def _short(cid: str | None) -> str:
@@ -114,6 +129,9 @@ def render_html(report: ProcedureReport, charts: dict[str, str | None] | None = 
         unacked=[s for s in report.stops if s.ack is None],
         gap_list_max=GAP_LIST_MAX,
         gap_total=sum(s.gap_count for s in report.sites.values()),
+        summary=summary(report),
+        glossary=glossary(report),
+        link=link_line(report),
     )
 
 

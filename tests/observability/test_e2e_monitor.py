@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.dashboards import all_queries, render_query
+from monitor.dashboards import all_queries, default_pack, render_query
 from tests.integration.conftest import kafka_bootstrap, kafka_data_dir, topic_prefix
 
 from .promstack import Delivery, PromStack, free_port, wait_until, webhook_alerts
@@ -164,6 +164,23 @@ def test_page_dashboards_and_rearm_end_to_end(
             assert alert["labels"]["rule"] == "heartbeat_silence", alert["labels"]
             assert alert["labels"]["severity"] == "page"
             assert page.path == "/webhook/telesafe-webhook"
+
+            # (a') SiteHeartbeatLost judges the robot's silence against the limit of the
+            # procedure's own pack, exported by the monitor (pending or firing: the
+            # silence lasts 2 s, so `for: 1s` may not be reached at a 1 s evaluation).
+            limit = default_pack().heartbeat.stop_silence_ms / 1000
+            got = stack.query(f'telesafe_heartbeat_stop_limit_seconds{{procedure_id="{pid}"}}')
+            assert got and float(got[0]["value"][1]) == limit, got
+            wait_until(
+                lambda: bool(
+                    stack.query(
+                        'max_over_time(ALERTS{alertname="SiteHeartbeatLost",'
+                        f'procedure_id="{pid}",site="robot"}}[2m])'
+                    )
+                ),
+                20,
+                what="SiteHeartbeatLost pending or firing for the silent robot",
+            )
 
             # (b) every panel query returns data (checked now, while latched, and again
             # after the re-arm; a query passes if it had data at either point).

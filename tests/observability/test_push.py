@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from monitor.dashboards import all_dashboards
+from monitor.dashboards import all_dashboards, dashboard_json
 from monitor.dashboards.cli import main as dashboards_main
 from monitor.dashboards.push import folder_uid_for, push
 
@@ -171,7 +171,7 @@ def test_push_creates_folder_and_uploads_every_dashboard(grafana: FakeGrafana) -
     results = push(grafana.url, grafana.token, folder="Surgery Safety")
     assert set(grafana.folders) == {"surgery-safety"}
     assert grafana.folders["surgery-safety"]["title"] == "Surgery Safety"
-    expected = {d.uid: d.to_json() for d in all_dashboards()}
+    expected = {d.uid: dashboard_json(d) for d in all_dashboards()}
     assert {r.uid for r in results} == set(expected)
     for uid, want in expected.items():
         stored = grafana.dashboards[uid]

@@ -8,7 +8,10 @@ after the same events the service checkpoints on (`CHECKPOINT_EVENTS`).
 from __future__ import annotations
 
 import re
+import shutil
 import sqlite3
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,18 +21,15 @@ import pytest
 
 from monitor.audit.checkpoint import generate_key_files, load_private_key, load_public_key
 from monitor.audit.ledger import Ledger
+from monitor.audit.store import LedgerError
+from monitor.audit.verified import LedgerRefused, load_verified
 from monitor.cli import main
 from monitor.engine.decisions import Event
 from monitor.policy.loader import load_pack_file, rules_dir
 from monitor.report import charts, html
-from monitor.report.model import (
-    LedgerRefused,
-    ProcedureReport,
-    UnknownProcedure,
-    build_report,
-    load_verified,
-    weighted_median,
-)
+from monitor.report import summary as plain
+from monitor.report.build import build_report
+from monitor.report.model import ProcedureReport, UnknownProcedure, weighted_median
 from monitor.service.audit_sink import CHECKPOINT_EVENTS, EntryFactory
 
 ORIGIN = "telesafe.test/report"
@@ -47,29 +47,65 @@ def _ref(rule: str) -> dict[str, Any]:
     return {**POLICY, "rule": rule}
 
 
+# A link-loss warning as the engine records it (ratios): the report shows percentages.
+LOSS_WARNING: dict[str, Any] = {
+    "rule": "link_loss",
+    "subject": "robot",
+    "observed": 0.012,
+    "threshold": 0.001,
+    "reason": "robot link loss ratio 0.012 above 0.001",
+    "policy": _ref("link_loss"),
+}
+
+
 def ev(kind: str, pid: str | None, t_ms: float, **data: Any) -> Event:
     ns = T0 + int(t_ms * MS)
     return Event(kind, pid, 5_000_000_000 + ns - T0, ns, data)
 
 
 def summary(pid: str, t_ms: float, channel: str, p95: float, count: int = 100) -> Event:
-    return ev("latency_summary", pid, t_ms, channel=channel, count=count,
-              p50=p95 - 3.0, p95=p95, p99=p95 + 1.5, max=p95 + 2.0)
+    return ev(
+        "latency_summary",
+        pid,
+        t_ms,
+        channel=channel,
+        count=count,
+        p50=p95 - 3.0,
+        p95=p95,
+        p99=p95 + 1.5,
+        max=p95 + 2.0,
+    )
 
 
 def procedure_events(pid: str = PID, t0_ms: float = 0.0) -> list[Event]:
     """A 12 s procedure: warnings, a tool-speed warning, a control-latency safe-stop that is
     re-sent 12 times, escalated, and acknowledged after 1223.456 ms, a rejected then an
-    accepted re-arm, an operator note, heartbeat gaps, and a procedure_end with per-site
-    counters."""
+    accepted re-arm, an operator note, heartbeat gaps, a link-loss warning, and a
+    procedure_end with per-site counters."""
     t = t0_ms
     out = [
         ev("procedure_opened", pid, t, by="procedure_start", site="robot", policy=POLICY),
-        ev("procedure_started", pid, t, site="robot", surgeon_id="surgeon-ldn-07",
-           robot={"model": "Toumai", "serial": "TM-0042"}, arms=["psm1", "psm2", "ecm"],
-           policy_requested=None, policy=POLICY),
-        ev("clock_state", pid, t, site="robot", before=None, source="ptp", offset_ns=-12000,
-           max_error_ns=100000),
+        ev(
+            "procedure_started",
+            pid,
+            t,
+            site="robot",
+            surgeon_id="surgeon-ldn-07",
+            robot={"model": "Toumai", "serial": "TM-0042"},
+            arms=["psm1", "psm2", "ecm"],
+            policy_requested=None,
+            policy=POLICY,
+        ),
+        ev(
+            "clock_state",
+            pid,
+            t,
+            site="robot",
+            before=None,
+            source="ptp",
+            offset_ns=-12000,
+            max_error_ns=100000,
+        ),
         ev("state_changed", pid, t + 40, before="pending", after="armed"),
     ]
     control = [50.0, 52.0, 54.0, 310.0, 330.0, 51.0]
@@ -79,54 +115,149 @@ def procedure_events(pid: str = PID, t0_ms: float = 0.0) -> list[Event]:
         out.append(summary(pid, t + 1000 * (i + 1), "video", video[i], count=30))
     out += [
         ev("heartbeat_gap", pid, t + 1500, site="console", gap_ms=140.5),
-        ev("warning_raised", pid, t + 2100, rule="tool_speed", subject="psm2",
-           observed={"arm": "psm2", "speed_mm_s": 142.0}, threshold=100,
-           reason="psm2 tool-tip speed 142.0 mm/s above 100 mm/s", policy=_ref("tool_speed")),
+        ev(
+            "warning_raised",
+            pid,
+            t + 2100,
+            rule="tool_speed",
+            subject="psm2",
+            observed={"arm": "psm2", "speed_mm_s": 142.0},
+            threshold=100,
+            reason="psm2 tool-tip speed 142.0 mm/s above 100 mm/s",
+            policy=_ref("tool_speed"),
+        ),
         ev("state_changed", pid, t + 2100, before="armed", after="warning"),
-        ev("warning_raised", pid, t + 3900, rule="control_latency", subject="control",
-           observed=310.0, threshold=100, reason="control latency p95 310 ms above 100 ms",
-           policy=_ref("control_latency")),
-        ev("warning_cleared", pid, t + 4100, rule="tool_speed", subject="psm2",
-           duration_ms=2000.0),
-        ev("safe_stop_issued", pid, t + 4900, rule="control_latency", subject="control",
-           command_id=CMD, observed=330.0, threshold=300,
-           reason="control latency p95 330 ms above 300 ms for 1000 ms (limit: held 1000 ms)",
-           episode=1, policy=_ref("control_latency")),
+        ev(
+            "warning_raised",
+            pid,
+            t + 3900,
+            rule="control_latency",
+            subject="control",
+            observed=310.0,
+            threshold=100,
+            reason="control latency p95 310 ms above 100 ms",
+            policy=_ref("control_latency"),
+        ),
+        ev("warning_cleared", pid, t + 4100, rule="tool_speed", subject="psm2", duration_ms=2000.0),
+        ev(
+            "safe_stop_issued",
+            pid,
+            t + 4900,
+            rule="control_latency",
+            subject="control",
+            command_id=CMD,
+            observed=330.0,
+            threshold=300,
+            reason="control latency p95 330 ms above 300 ms for 1000 ms (limit: held 1000 ms)",
+            episode=1,
+            policy=_ref("control_latency"),
+        ),
         ev("state_changed", pid, t + 4900, before="warning", after="safe_stop_latched"),
     ]
     for n in range(1, 13):
         out.append(ev("safe_stop_resent", pid, t + 4900 + 100 * n, command_id=CMD, resend=n))
         if n == 5:
-            out.append(ev("safe_stop_escalated", pid, t + 5400, command_id=CMD,
-                          reason="not acknowledged after 5 re-sends"))
-            out.append(ev("breach_while_latched", pid, t + 5400, rule="heartbeat_silence",
-                          subject="robot", observed=320.0, threshold=300,
-                          reason="robot heartbeat silent for 320 ms", command_id=CMD))
+            out.append(
+                ev(
+                    "safe_stop_escalated",
+                    pid,
+                    t + 5400,
+                    command_id=CMD,
+                    reason="not acknowledged after 5 re-sends",
+                )
+            )
+            out.append(
+                ev(
+                    "breach_while_latched",
+                    pid,
+                    t + 5400,
+                    rule="heartbeat_silence",
+                    subject="robot",
+                    observed=320.0,
+                    threshold=300,
+                    reason="robot heartbeat silent for 320 ms",
+                    command_id=CMD,
+                )
+            )
     out += [
         ev("heartbeat_gap", pid, t + 6100, site="robot", gap_ms=612.25),
-        ev("safe_stop_acknowledged", pid, t + 6123.456, command_id=CMD, result="safe_stopped",
-           delay_ms=1223.456, resends=12, robot_at=T0 + int((t + 6100) * MS)),
-        ev("state_changed", pid, t + 6123.456, before="safe_stop_latched",
-           after="safe_stopped"),
-        ev("rearm_rejected", pid, t + 6200, operator_id="dr-who", reason="try again",
-           rejected_because=["operator 'dr-who' is not authorised to re-arm"]),
-        ev("operator_note", pid, t + 6500, operator_id="dr-demo",
-           text="video feed checked <ok> & instruments clear", known_procedure=True),
-        ev("rearm_accepted", pid, t + 8000, operator_id="dr-demo",
-           reason="link restored; surgeon confirmed view", command_id=CMD2,
-           cleared_command_id=CMD, cleared_rule="control_latency"),
+        ev(
+            "safe_stop_acknowledged",
+            pid,
+            t + 6123.456,
+            command_id=CMD,
+            result="safe_stopped",
+            delay_ms=1223.456,
+            resends=12,
+            robot_at=T0 + int((t + 6100) * MS),
+        ),
+        ev("state_changed", pid, t + 6123.456, before="safe_stop_latched", after="safe_stopped"),
+        ev(
+            "rearm_rejected",
+            pid,
+            t + 6200,
+            operator_id="dr-who",
+            reason="try again",
+            rejected_because=["operator 'dr-who' is not authorised to re-arm"],
+        ),
+        ev(
+            "operator_note",
+            pid,
+            t + 6500,
+            operator_id="dr-demo",
+            text="video feed checked <ok> & instruments clear",
+            known_procedure=True,
+        ),
+        ev(
+            "rearm_accepted",
+            pid,
+            t + 8000,
+            operator_id="dr-demo",
+            reason="link restored; surgeon confirmed view",
+            command_id=CMD2,
+            cleared_command_id=CMD,
+            cleared_rule="control_latency",
+        ),
         ev("state_changed", pid, t + 8000, before="safe_stopped", after="armed"),
-        ev("warning_raised", pid, t + 9000, rule="forbidden_zone", subject="psm1:ureter",
-           observed={"arm": "psm1", "p": [1.0, 2.0, -3.0], "zone": "ureter",
-                     "distance_mm": 3.2},
-           threshold={"zone": "ureter", "warn_mm": 5}, reason=
-           "psm1 tool tip 3.2 mm from forbidden zone 'ureter'", policy=_ref("forbidden_zone")),
-        ev("procedure_ended", pid, t + 12000, site="robot", reason="completed", sites={
-            "console": {"received": 1200, "duplicates": 2, "lost": 1, "stale": 0,
-                        "rejected": 3, "heartbeat_gaps": 1, "max_heartbeat_gap_ms": 140.5},
-            "robot": {"received": 9000, "duplicates": 0, "lost": 4, "stale": 5,
-                      "rejected": 0, "heartbeat_gaps": 1, "max_heartbeat_gap_ms": 612.25},
-        }),
+        ev(
+            "warning_raised",
+            pid,
+            t + 9000,
+            rule="forbidden_zone",
+            subject="psm1:ureter",
+            observed={"arm": "psm1", "p": [1.0, 2.0, -3.0], "zone": "ureter", "distance_mm": 3.2},
+            threshold={"zone": "ureter", "warn_mm": 5},
+            reason="psm1 tool tip 3.2 mm from forbidden zone 'ureter'",
+            policy=_ref("forbidden_zone"),
+        ),
+        ev("warning_raised", pid, t + 10000, **LOSS_WARNING),
+        ev(
+            "procedure_ended",
+            pid,
+            t + 12000,
+            site="robot",
+            reason="completed",
+            sites={
+                "console": {
+                    "received": 1200,
+                    "duplicates": 2,
+                    "lost": 1,
+                    "stale": 0,
+                    "rejected": 3,
+                    "heartbeat_gaps": 1,
+                    "max_heartbeat_gap_ms": 140.5,
+                },
+                "robot": {
+                    "received": 9000,
+                    "duplicates": 0,
+                    "lost": 4,
+                    "stale": 5,
+                    "rejected": 0,
+                    "heartbeat_gaps": 1,
+                    "max_heartbeat_gap_ms": 612.25,
+                },
+            },
+        ),
         ev("state_changed", pid, t + 12000, before="armed", after="ended"),
         ev("procedure_closed", pid, t + 12000, final_state="ended"),
     ]
@@ -154,10 +285,12 @@ def built(tmp_path: Path) -> Built:
     factory = EntryFactory("telesafe-test", "0.1.0")
     path = tmp_path / "ledger.sqlite"
     with Ledger.open(path, load_private_key(key), ORIGIN) as led:
-        led.append_many([
-            factory.monitor_event("monitor_started", T0 - 10 * MS, 0, operators=["dr-demo"]),
-            factory.monitor_event("policy_loaded", T0 - 10 * MS, 0, **POLICY),
-        ])
+        led.append_many(
+            [
+                factory.monitor_event("monitor_started", T0 - 10 * MS, 0, operators=["dr-demo"]),
+                factory.monitor_event("policy_loaded", T0 - 10 * MS, 0, **POLICY),
+            ]
+        )
         led.checkpoint()
         _append(led, factory, procedure_events())
         # A second procedure afterwards, so the covering checkpoint is not simply the last.
@@ -172,8 +305,9 @@ def _report(b: Built, pid: str = PID, **kw: Any) -> ProcedureReport:
 
 
 def _cli(b: Built, *extra: str, pid: str = PID) -> int:
-    return main(["report", "--ledger", str(b.ledger), "--pubkey", str(b.pub),
-                 "--procedure", pid, *extra])
+    return main(
+        ["report", "--ledger", str(b.ledger), "--pubkey", str(b.pub), "--procedure", pid, *extra]
+    )
 
 
 # --- the model --------------------------------------------------------------------------
@@ -224,7 +358,9 @@ def test_heartbeats_counters_and_excursions(built: Built) -> None:
     assert r.sites["console"].counters is not None
     assert r.sites["console"].counters["rejected"] == 3
     assert [(x.rule, x.subject) for x in r.excursions] == [
-        ("tool_speed", "psm2"), ("forbidden_zone", "psm1:ureter")]
+        ("tool_speed", "psm2"),
+        ("forbidden_zone", "psm1:ureter"),
+    ]
 
 
 def test_resends_fold_after_a_few_rows(built: Built) -> None:
@@ -276,8 +412,13 @@ def test_reused_procedure_id_reports_latest_run_by_default(tmp_path: Path) -> No
 
 def test_entries_after_the_last_checkpoint_are_not_used(built: Built) -> None:
     with Ledger.open(built.ledger, load_private_key(built.key), ORIGIN) as led:
-        led.append_many([built.factory.from_event(
-            ev("operator_note", PID, 30_000, operator_id="x", text="late, unsigned"))])
+        led.append_many(
+            [
+                built.factory.from_event(
+                    ev("operator_note", PID, 30_000, operator_id="x", text="late, unsigned")
+                )
+            ]
+        )
     r = _report(built)
     assert r.uncovered_entries == 1
     assert all("late, unsigned" not in t.detail for t in r.timeline)
@@ -302,8 +443,9 @@ def test_tampered_ledger_is_refused_naming_the_entry(
     idx = ack.index
     conn = sqlite3.connect(built.ledger)
     conn.execute("DROP TRIGGER entries_no_update")
-    conn.execute("UPDATE entries SET body = replace(body, '1223.456', '23.456') WHERE idx = ?",
-                 (idx,))
+    conn.execute(
+        "UPDATE entries SET body = replace(body, '1223.456', '23.456') WHERE idx = ?", (idx,)
+    )
     conn.commit()
     conn.close()
     with pytest.raises(LedgerRefused, match=f"entry {idx}: body does not match"):
@@ -315,11 +457,37 @@ def test_tampered_ledger_is_refused_naming_the_entry(
     assert not out.exists()
 
 
-def test_wrong_key_is_refused(built: Built, tmp_path: Path,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_ledger_trust_is_an_audit_concern() -> None:
+    """Reading a verified ledger does not import the report (no upward import), and its
+    refusal is a ledger error."""
+    assert issubclass(LedgerRefused, LedgerError)
+    code = (
+        "import sys, monitor.audit.verified; "
+        "print([m for m in sys.modules if m.startswith('monitor.report')])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_wrong_key_is_refused(
+    built: Built, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _, other_pub = generate_key_files(tmp_path / "other.key")
-    rc = main(["report", "--ledger", str(built.ledger), "--pubkey", str(other_pub),
-               "--procedure", PID, "--out", str(tmp_path / "r.html")])
+    rc = main(
+        [
+            "report",
+            "--ledger",
+            str(built.ledger),
+            "--pubkey",
+            str(other_pub),
+            "--procedure",
+            PID,
+            "--out",
+            str(tmp_path / "r.html"),
+        ]
+    )
     assert rc == 1
     assert "not signed by the trusted key" in capsys.readouterr().err
 
@@ -353,11 +521,26 @@ def test_cli_writes_self_contained_html(
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert not re.search(r"url\(\s*['\"]?(https?:|//)", page)  # only url(#clip) ids
     assert page.count("<svg") == 3
-    for figure in ("Ledger verified", PID, "surgeon-ldn-07", "Toumai", "TM-0042",
-                   DEFAULT.sha256, "control_latency", CMD, "1,223.5 ms", "52.0 ms",
-                   "95.0 ms", "dr-demo", "link restored; surgeon confirmed view",
-                   "not authorised to re-arm", "tool_speed", "forbidden_zone",
-                   "612.2 ms", "Escalated".lower()):
+    for figure in (
+        "Ledger verified",
+        PID,
+        "surgeon-ldn-07",
+        "Toumai",
+        "TM-0042",
+        DEFAULT.sha256,
+        "control_latency",
+        CMD,
+        "1,223.5 ms",
+        "52.0 ms",
+        "95.0 ms",
+        "dr-demo",
+        "link restored; surgeon confirmed view",
+        "not authorised to re-arm",
+        "tool_speed",
+        "forbidden_zone",
+        "612.2 ms",
+        "Escalated".lower(),
+    ):
         assert figure in page, figure
     r = _report(built)
     assert r.checkpoint is not None
@@ -368,8 +551,7 @@ def test_cli_writes_self_contained_html(
     assert "video feed checked &lt;ok&gt; &amp; instruments clear" in page
 
 
-def test_default_output_name(built: Built, tmp_path: Path,
-                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_output_name(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert _cli(built) == 0
     assert (tmp_path / f"report-{PID}.html").exists()
@@ -381,8 +563,9 @@ def test_unknown_procedure_exit_1(built: Built, capsys: pytest.CaptureFixture[st
     assert "LDN-GIB-9999" in err and PID in err and OTHER in err
 
 
-def test_bad_arguments_exit_2(built: Built, tmp_path: Path,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_arguments_exit_2(
+    built: Built, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["report", "--ledger", str(built.ledger), "--pubkey", str(built.pub)])
     assert exc.value.code == 2
@@ -390,13 +573,41 @@ def test_bad_arguments_exit_2(built: Built, tmp_path: Path,
     with pytest.raises(SystemExit) as exc:
         _cli(built, "--run", "0")
     assert exc.value.code == 2
-    assert main(["report", "--ledger", str(tmp_path / "missing.db"), "--pubkey",
-                 str(built.pub), "--procedure", PID, "--out", str(tmp_path / "r.html")]) == 2
+    assert (
+        main(
+            [
+                "report",
+                "--ledger",
+                str(tmp_path / "missing.db"),
+                "--pubkey",
+                str(built.pub),
+                "--procedure",
+                PID,
+                "--out",
+                str(tmp_path / "r.html"),
+            ]
+        )
+        == 2
+    )
     assert "no such ledger" in capsys.readouterr().err
     junk = tmp_path / "junk.pub"
     junk.write_bytes(b"not a key at all")
-    assert main(["report", "--ledger", str(built.ledger), "--pubkey", str(junk),
-                 "--procedure", PID, "--out", str(tmp_path / "r.html")]) == 2
+    assert (
+        main(
+            [
+                "report",
+                "--ledger",
+                str(built.ledger),
+                "--pubkey",
+                str(junk),
+                "--procedure",
+                PID,
+                "--out",
+                str(tmp_path / "r.html"),
+            ]
+        )
+        == 2
+    )
     assert "junk.pub" in capsys.readouterr().err
     assert _cli(built, "--out", str(tmp_path / "no" / "such" / "dir.html")) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -405,8 +616,10 @@ def test_bad_arguments_exit_2(built: Built, tmp_path: Path,
 
 
 def test_pdf_without_weasyprint_is_a_clear_error(
-    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str]
+    built: Built,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setattr(html, "pdf_available", lambda: False)
     out, pdf = tmp_path / "r.html", tmp_path / "r.pdf"
@@ -434,3 +647,134 @@ def test_pdf_when_weasyprint_is_installed(
     assert _cli(built, "--pdf", str(pdf)) == 0
     assert pdf.read_bytes().startswith(b"%PDF-") and pdf.stat().st_size > 20_000
     assert not (tmp_path / f"report-{PID}.html").exists()  # only the PDF was asked for
+
+
+def _poppler(tool: str) -> str:
+    exe = shutil.which(tool)
+    if exe is None:
+        pytest.skip(f"{tool} (poppler-utils) is not installed: apt-get install poppler-utils")
+    return exe
+
+
+def pdf_text(pdf: Path, first: int | None = None, last: int | None = None) -> str:
+    """The PDF's text layer (pdftotext -raw: content-stream order, so a wrapped table cell
+    stays in one piece), all whitespace removed: line breaks inside cells do not matter."""
+    pages = [*(["-f", str(first)] if first else []), *(["-l", str(last)] if last else [])]
+    out = subprocess.run(
+        [_poppler("pdftotext"), "-raw", *pages, str(pdf), "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    return flat(out)
+
+
+def flat(text: str) -> str:
+    return "".join(text.split())
+
+
+def test_pdf_keeps_every_column(built: Built, tmp_path: Path) -> None:
+    """The PDF's text holds every table column: each timeline DETAIL, the note, the ack
+    delay, the full command id, the re-arm; the timeline is on landscape pages."""
+    if not html.pdf_available():
+        pytest.skip("WeasyPrint (optional extra `pdf`) is not installed")
+    pdf = tmp_path / "r.pdf"
+    assert _cli(built, "--pdf", str(pdf)) == 0
+    text = pdf_text(pdf)
+    r = _report(built)
+    for t in r.timeline:
+        assert flat(t.detail) in text, t.detail
+    assert flat("video feed checked <ok> & instruments clear") in text
+    assert flat("1,223.5 ms") in text  # the ack delay column of the safe-stops table
+    assert CMD in text  # the full command id (reason · command id column)
+    assert flat("link restored; surgeon confirmed view") in text  # the re-arm column
+    for header in (
+        "COMMAND",
+        "DETAIL",
+        "ACK DELAY",
+        "RE-ARM",
+        "SAFE-STOP",
+        "LOST (SEQ GAPS)",
+        "REJECTED (DEAD-LETTERED)",
+        "LONGEST GAP",
+    ):
+        assert flat(header) in text, header
+    sizes = subprocess.run(
+        [_poppler("pdfinfo"), "-f", "1", "-l", "99", str(pdf)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    pages = re.findall(r"Page\s+\d+ size:\s+([\d.]+) x ([\d.]+)", sizes)
+    landscape = [i + 1 for i, (w, h) in enumerate(pages) if float(w) > float(h)]
+    assert landscape and 1 not in landscape, pages
+    # The timeline table starts on the first landscape page.
+    assert flat("Timeline") in pdf_text(pdf, landscape[0], landscape[0])
+    # Page 1 carries the key figures and the plain-language summary, not only cards.
+    page1 = pdf_text(pdf, 1, 1)
+    assert flat("In plain words") in page1
+    assert flat(plain.summary(r)[0]) in page1
+
+
+# --- what a governance reader needs ------------------------------------------------------
+
+
+def test_header_names_this_procedures_sites_and_robot(built: Built) -> None:
+    page = html.render_html(_report(built))
+    header = page[page.index('<header class="top">') : page.index("</header>")]
+    assert "console ↔ robot (Toumai TM-0042)" in header
+    assert "London" not in page and "Gibraltar" not in page
+
+
+def test_loss_ratios_read_as_percentages(built: Built) -> None:
+    r = _report(built)
+    [loss] = [t for t in r.timeline if t.rule == "link_loss"]
+    assert loss.detail == "robot link loss 1.2 % above 0.1 %"
+    page = html.render_html(r)
+    row = page[page.index(loss.detail) - 900 : page.index(loss.detail)]
+    assert ">1.2 %</td>" in row and ">0.1 %</td>" in row
+    assert "0.012" not in page
+
+
+def test_charts_shade_only_latches_of_their_own_rules(built: Built) -> None:
+    r = _report(built)  # one safe-stop, rule control_latency
+    assert charts.latched_spans(r, charts.CHART_RULES["control"])
+    assert not charts.latched_spans(r, charts.CHART_RULES["video"])
+    assert not charts.latched_spans(r, charts.CHART_RULES["heartbeat"])
+    # The legend entry (real SVG text) appears for the control axes only.
+    assert (charts.latency_chart(r) or "").count("safe-stop latched") == 1
+    assert "safe-stop latched" not in (charts.heartbeat_chart(r) or "")
+
+
+def test_plain_summary_and_glossary(built: Built) -> None:
+    r = _report(built)
+    lines = plain.summary(r)
+    text = " ".join(lines)
+    assert f"Procedure {PID} ran for 12.0 s" in lines[0]
+    assert "the delay from the surgeon's hands to the robot was too long" in text
+    assert "after 1,223.5 ms, after 12 re-sends" in text
+    assert "dr-demo re-armed the procedure" in text
+    assert "4 warning(s)" in text
+    terms = {g.term for g in plain.glossary(r)}
+    assert {"p95", "Latched", "Re-send", "Dead-lettered", "Checkpoint"} <= terms
+    # The pack is known: the glossary quotes its re-send interval and escalation count.
+    resend = next(g for g in plain.glossary(r) if g.term == "Re-send")
+    assert "every 100 ms" in resend.meaning and "after 5 re-sends" in resend.meaning
+    page = html.render_html(r)
+    assert 'id="glossary"' in page and "In plain words" in page
+
+
+def test_pack_path_relative_to_its_pack_directory(built: Built, tmp_path: Path) -> None:
+    r = _report(built)
+    assert r.policy is not None
+    assert (r.policy.source, r.policy.source_dir) == ("default.yaml", "rules/")
+    assert str(rules_dir()) not in html.render_html(r)
+    # A pack found in a --rules directory is named relative to that directory.
+    extra = tmp_path / "packs"
+    extra.mkdir()
+    shutil.copy(rules_dir() / "default.yaml", extra / "site-default.yaml")
+    r2 = _report(built, rules_dirs=[extra])
+    assert r2.policy is not None
+    assert (r2.policy.source, r2.policy.source_dir) == ("site-default.yaml", f"{extra}/")
