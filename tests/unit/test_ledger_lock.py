@@ -23,9 +23,9 @@ from monitor.audit.checkpoint import generate_key_files, key_id, load_private_ke
 from monitor.audit.cli import main as audit_main
 from monitor.audit.ledger import Ledger, LedgerKeyMismatch, LedgerLocked
 from monitor.audit.store import LedgerError
+from monitor.audit.verified import load_verified
 from monitor.audit.verify import verify
 from monitor.metrics import MonitorMetrics
-from monitor.report.model import load_verified
 from monitor.service.ledger_sink import open_ledger_sink
 
 REPO = Path(__file__).resolve().parents[2]

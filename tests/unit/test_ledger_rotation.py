@@ -24,8 +24,9 @@ from monitor.audit.cli import main
 from monitor.audit.keychain import ROTATION_EVENT
 from monitor.audit.ledger import Ledger, LedgerKeyMismatch, sidecar_path
 from monitor.audit.merkle import CompactRange
+from monitor.audit.verified import load_verified
 from monitor.audit.verify import verify
-from monitor.report.model import covering_checkpoint, load_verified
+from monitor.report.build import covering_checkpoint
 
 ORIGIN = "telesafe/rot-1"
 
