@@ -1,4 +1,4 @@
-"""`telesafe audit ...`: keygen, verify, prove, verify-proof, export, show, rotate-key.
+"""`telesafe audit ...`: keygen, verify, prove, verify-proof, export, show, rotate-key, archive.
 
 Exit codes: 0 ok, 1 verification failed, 2 bad arguments or unreadable input.
 `register` hooks the commands into the top-level CLI; each subparser sets `func`,
@@ -617,6 +617,86 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="who rotates, recorded as the entry's actor (default: your login name)",
     )
     p.set_defaults(func=_guard(_rotate_key))
+
+    _archive_args(a)
+
+
+def _archive_args(a: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from monitor.kafka.settings import add_kafka_arguments, env
+
+    p = a.add_parser(
+        "archive",
+        help="keep a verified copy of every instance's ledger, from the audit topic",
+        description="Consume the audit mirror (telesafe.audit) and keep, in one directory, "
+        "a verified copy of every instance's ledger (one per origin): each checkpoint's "
+        "signature (following key rotations) and Merkle root are checked before the entries "
+        "it covers are appended. Anything that does not verify is refused, logged and "
+        "counted. Restart-safe and idempotent. Reports read the copies with "
+        "`telesafe report --archive DIR --trusted-keys FILE`.",
+        epilog="exit codes: 0 ok; 1 something was refused or an origin is stalled (--once, "
+        "--import), Kafka unreachable; 2 bad arguments or an unusable directory or "
+        "trusted-keys file. The service runs until SIGTERM.",
+    )
+    p.add_argument(
+        "--dir",
+        default=env("TELESAFE_ARCHIVE_DIR"),
+        required=env("TELESAFE_ARCHIVE_DIR") is None,
+        metavar="DIR",
+        help="archive directory (env TELESAFE_ARCHIVE_DIR): archive.sqlite and ledgers/",
+    )
+    p.add_argument(
+        "--trusted-keys",
+        default=env("TELESAFE_TRUSTED_KEYS"),
+        required=env("TELESAFE_TRUSTED_KEYS") is None,
+        metavar="FILE",
+        help="origin -> public key lines: `ORIGIN KEYFILE`, `ORIGIN-PREFIX* KEYFILE` or a "
+        "signed-note verifier key (env TELESAFE_TRUSTED_KEYS)",
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--once",
+        action="store_true",
+        help="read the topic up to its current end, print the state and exit",
+    )
+    mode.add_argument(
+        "--import",
+        dest="import_paths",
+        action="append",
+        metavar="LEDGER",
+        help="import a ledger file or export bundle through the same checks (no Kafka), "
+        "then exit; repeatable",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="--once: give up after S seconds (default %(default)s)",
+    )
+    p.add_argument(
+        "--stall-after",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="an origin is stalled when a signed checkpoint has waited S seconds for its "
+        "entries (default %(default)s)",
+    )
+    p.add_argument("--http-host", default=env("TELESAFE_HTTP_HOST", "127.0.0.1"))
+    p.add_argument(
+        "--http-port",
+        type=int,
+        default=int(env("TELESAFE_HTTP_PORT", "9110") or 9110),
+        help="/metrics, /healthz, /readyz, /status (env TELESAFE_HTTP_PORT; default %(default)s)",
+    )
+    p.add_argument("--log-level", default=env("TELESAFE_LOG_LEVEL", "INFO"))
+    add_kafka_arguments(p)
+    p.set_defaults(func=_run_archive)
+
+
+def _run_archive(args: argparse.Namespace) -> int:
+    from monitor.audit.archive.service import run_archive
+
+    return run_archive(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from monitor.audit.canonical import CanonicalError, canonical_json
+from monitor.audit.checkpoint import SignedCheckpoint
 from monitor.audit.ledger import Ledger
 from monitor.audit.selfcheck import SelfCheck, SelfCheckResult
 
@@ -52,11 +53,14 @@ class AuditWriter:
         verify_interval_s: float = 0.0,
         verify_delay_s: float = 5.0,
         on_verified: Callable[[SelfCheckResult], None] | None = None,
+        on_checkpoint: Callable[[SignedCheckpoint], None] | None = None,
     ) -> None:
         """`verify_interval_s` > 0 turns on self-verification: a first pass
         `verify_delay_s` after `start`, then one every `verify_interval_s` after the
         previous one ended; `on_verified` gets each result (in the writer thread).
-        It needs a ledger bound to a signing key."""
+        It needs a ledger bound to a signing key. `on_checkpoint` gets every checkpoint
+        the writer signs, once it is stored (in the writer thread, after the
+        `on_appended` call of the entries it covers): the audit mirror publishes it."""
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         if verify_interval_s < 0 or verify_delay_s < 0:
@@ -83,6 +87,7 @@ class AuditWriter:
         self._verify_interval = verify_interval_s
         self._verify_delay = verify_delay_s
         self._on_verified = on_verified
+        self._on_checkpoint = on_checkpoint
         self._check: SelfCheck | None = None
         self._next_verify = 0.0
         self._verifications = 0
@@ -286,6 +291,11 @@ class AuditWriter:
         if cp is not None:
             self._checkpoints += 1
             self._last_cp_unix = time.time()
+            if self._on_checkpoint is not None:
+                try:
+                    self._on_checkpoint(cp)
+                except Exception:
+                    log.exception("audit ledger: on_checkpoint callback failed")
 
     def _fail(self, exc: Exception, entries: list[dict[str, Any]]) -> None:
         # fsyncgate lesson: after a write error never retry-and-continue; stop, keep the

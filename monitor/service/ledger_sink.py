@@ -1,4 +1,10 @@
-"""Audit into the Merkle ledger (monitor.audit), mirrored to the audit topic once durable."""
+"""Audit into the Merkle ledger (monitor.audit), mirrored to the audit topic once durable.
+
+The mirror carries what the governance archive needs to rebuild a verified copy of this
+ledger (`monitor.audit.mirror`): each entry's exact leaf bytes with its origin, and every
+signed checkpoint. At start the ledger's tail is mirrored again (the previous process may
+have died before its producer delivered it); the archive is idempotent.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from monitor.audit.checkpoint import generate_key_files, load_private_key
+from monitor.audit.checkpoint import SignedCheckpoint, generate_key_files, load_private_key
 from monitor.audit.ledger import Ledger, check_ledger_path
+from monitor.audit.mirror import checkpoint_value, entry_value
 from monitor.audit.selfcheck import SelfCheckResult
 from monitor.audit.writer import AuditWriter
 from monitor.metrics import MonitorMetrics
@@ -22,7 +29,80 @@ log = logging.getLogger("telesafe.audit")
 VERIFY_INTERVAL_S = 60.0
 VERIFY_DELAY_S = 5.0
 
+# Entries mirrored again at start: at least this many, and at least everything since the
+# second-newest checkpoint (what a SIGKILL can leave undelivered in the producer's queue is
+# a few milliseconds of batches; a broker outage before the crash can leave more, which
+# `telesafe audit archive --import` fills from the ledger file).
+REPLAY_ENTRIES = 1024
+
 Publish = Callable[[list[dict[str, Any]], Callable[[dict[str, Any]], bytes]], None]
+_VALUE = "value"
+
+
+def _record(procedure_id: Any, value: bytes) -> dict[str, Any]:
+    """A mirror record for `publish`: its key is the procedure id (as the audit topic has
+    always been keyed, so `telesafe rearm` finds its decision in the procedure's
+    partition), its value the bytes built by `monitor.audit.mirror`."""
+    return {"procedure_id": procedure_id if isinstance(procedure_id, str) else None, _VALUE: value}
+
+
+def mirror_value(record: dict[str, Any]) -> bytes:
+    """The `encode` callback of `publish` for mirror records."""
+    value: bytes = record[_VALUE]
+    return value
+
+
+class LedgerMirror:
+    """Builds the audit topic's ledger records (writer thread only): entries re-read from
+    the ledger file after their commit, so the mirrored bytes are the hashed bytes."""
+
+    def __init__(self, ledger: Ledger, publish: Publish) -> None:
+        self._ledger = ledger
+        self._publish = publish
+        self._replay_from: int | None = replay_start(ledger)
+
+    def entries(self, committed: list[dict[str, Any]]) -> None:
+        if not committed:
+            return
+        lo, hi = int(committed[0]["index"]), int(committed[-1]["index"]) + 1
+        if self._replay_from is not None:
+            start, self._replay_from = self._replay_from, None
+            self._replay(start, lo)
+        rows = self._ledger.read_entries(lo, hi)
+        origin = self._ledger.origin
+        self._publish(
+            [
+                _record(e.get("procedure_id"), entry_value(origin, body))
+                for e, (_, _, body) in zip(committed, rows, strict=True)
+            ],
+            mirror_value,
+        )
+
+    def checkpoint(self, cp: SignedCheckpoint) -> None:
+        self._publish([_record(None, checkpoint_value(cp.origin, cp.note))], mirror_value)
+
+    def _replay(self, lo: int, hi: int) -> None:
+        """Entries [lo, hi) and the checkpoints above lo, marked as replayed."""
+        import json
+
+        origin = self._ledger.origin
+        records = []
+        for _, _, body in self._ledger.read_entries(lo, hi):
+            pid = json.loads(body).get("procedure_id")
+            records.append(_record(pid, entry_value(origin, body, replay=True)))
+        for _, note in self._ledger.stored_checkpoints_after(lo):
+            records.append(_record(None, checkpoint_value(origin, note, replay=True)))
+        if records:
+            self._publish(records, mirror_value)
+            log.info("mirrored the ledger's tail again: entries [%d, %d)", lo, hi)
+
+
+def replay_start(ledger: Ledger) -> int:
+    """Where the tail mirrored again at start begins (see REPLAY_ENTRIES)."""
+    size = ledger.size()
+    cps = ledger.checkpoints()
+    second = cps[-2][0] if len(cps) >= 2 else 0
+    return max(0, min(second, size - REPLAY_ENTRIES))
 
 
 class LedgerSink:
@@ -130,10 +210,12 @@ def open_ledger_sink(
         raise
     metrics.ledger_size.set(ledger.size())
 
+    mirror = LedgerMirror(ledger, publish)
+
     def appended(entries: list[dict[str, Any]]) -> None:
         metrics.ledger_appends.inc(len(entries))
         metrics.ledger_size.set(ledger.size())
-        publish(entries, encode_entry)
+        mirror.entries(entries)
 
     sink: LedgerSink | None = None
 
@@ -172,6 +254,7 @@ def open_ledger_sink(
         verify_interval_s=verify_interval_s,
         verify_delay_s=min(VERIFY_DELAY_S, verify_interval_s),
         on_verified=verified,
+        on_checkpoint=mirror.checkpoint,
     )
     sink = LedgerSink(writer, ledger, publish)
     writer.start()
