@@ -33,10 +33,10 @@ from monitor.audit.checkpoint import (
 from monitor.audit.export import export_bundle
 from monitor.audit.ledger import Ledger, LedgerKeyMismatch, LedgerLocked
 from monitor.audit.merkle import ProofError, Tree, leaf_hash, verify_consistency, verify_inclusion
+from monitor.audit.proof import INCLUSION_FORMAT, ProofUnavailable, inclusion_proof
 from monitor.audit.store import LedgerError, Store
 from monitor.audit.verify import format_result, open_source, verify
 
-INCLUSION_FORMAT = "telesafe-inclusion-proof/v1"
 CONSISTENCY_FORMAT = "telesafe-consistency-proof/v1"
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -184,21 +184,10 @@ def _prove(args: argparse.Namespace) -> int:
         if n >= tree.size:
             raise CliError(f"entry {n} does not exist (ledger has {tree.size} entries)")
         note = _pick_checkpoint(cps, args.checkpoint, n)
-        cp = parse_checkpoint_unverified(note)
-        if cp.size <= n or cp.size > tree.size:
-            raise CliError(f"checkpoint size {cp.size} cannot cover entry {n}")
-        if tree.root(cp.size) != cp.root:
-            raise CliError(f"ledger does not match its checkpoint at size {cp.size}; run verify")
-        out = {
-            "format": INCLUSION_FORMAT,
-            "origin": cp.origin,
-            "index": n,
-            "size": cp.size,
-            "leaf_hash": tree.levels[0][n].hex(),
-            "path": [h.hex() for h in tree.inclusion_proof(n, cp.size)],
-            "checkpoint": note,
-            "entry": bodies[n].decode("utf-8"),
-        }
+        try:
+            out = inclusion_proof(tree, bodies, note, n)
+        except ProofUnavailable as exc:
+            raise CliError(f"{exc}; run verify" if "match" in str(exc) else str(exc)) from None
     else:
         m = args.consistency_from
         note2 = _consistency_target(cps, args.checkpoint, m, tree.size)

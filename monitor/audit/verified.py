@@ -40,12 +40,18 @@ class Entry:
     boot_id: str
     t_utc_ns: int
     data: dict[str, Any]
+    # The input record it was derived from ("topic:partition:offset") and its place among
+    # that record's entries: the same input audited by two instances (a takeover re-reads
+    # what the previous owner had not committed) is one event (issue 12, exactly-once).
+    source: str | None = None
+    source_n: int | None = None
 
     @classmethod
     def from_body(cls, obj: dict[str, Any]) -> Entry:
         data = obj.get("data")
         pid = obj.get("procedure_id")
         t = obj.get("t_utc_ns")
+        src, n = obj.get("source"), obj.get("source_n")
         return cls(
             index=int(obj["index"]),
             event=str(obj.get("event") or obj.get("type") or "?"),
@@ -55,6 +61,8 @@ class Entry:
             boot_id=str(obj.get("boot_id") or ""),
             t_utc_ns=t if isinstance(t, int) and not isinstance(t, bool) else 0,
             data=data if isinstance(data, dict) else {},
+            source=src if isinstance(src, str) else None,
+            source_n=n if isinstance(n, int) and not isinstance(n, bool) else None,
         )
 
 

@@ -32,6 +32,7 @@ from monitor.report.model import (
     ReportError,
     SiteStats,
     StopEpisode,
+    TimelineItem,
     UnknownProcedure,
     opt_str,
 )
@@ -112,6 +113,39 @@ def build_report(
             f"are not used. Regenerate the report after the next checkpoint."
         )
 
+    return assemble(
+        procedure_id,
+        es,
+        build_timeline(es),
+        rules_dirs=rules_dirs,
+        notes=notes,
+        run=run,
+        runs=len(runs),
+        ledger_path=str(vl.path),
+        origin=vl.origin,
+        checkpoint=covering_checkpoint(vl, es[-1].index),
+        verified_entries=vl.result.entries,
+        verified_checkpoints=vl.result.checkpoints,
+        latest_checkpoint_size=vl.covered,
+        uncovered_entries=vl.uncovered,
+        verify_warnings=list(vl.result.warnings),
+    )
+
+
+def assemble(
+    procedure_id: str,
+    es: Sequence[Entry],
+    timeline: list[TimelineItem],
+    *,
+    rules_dirs: Sequence[str | Path],
+    notes: list[str],
+    restarts: str | None = None,
+    **evidence: Any,
+) -> ProcedureReport:
+    """The report of one run's entries `es` (in the order shown) and its `timeline`; the
+    notes about the record's content are appended to `notes`. `restarts` replaces the
+    single-ledger note about monitor restarts ("" for none); `evidence` holds the
+    remaining `ProcedureReport` fields (ledger, checkpoint, verification, run numbers)."""
     first = es[0]
     opened_by = str(first.data.get("by")) if first.event == "procedure_opened" else None
     started = next((e for e in es if e.event == "procedure_started"), None)
@@ -123,7 +157,6 @@ def build_report(
     policy, pack = _policy(es, rules_dirs)
     channels = _channels(es, pack)
     sites = _sites(es, ended)
-    timeline = build_timeline(es)
     stops = _stops(es)
     excursions = [
         t
@@ -141,11 +174,13 @@ def build_report(
             f"thresholds are taken from the ledger's own warning and safe-stop entries only."
         )
     boots = _unique(e.boot_id for e in es if e.boot_id)
-    if len(boots) > 1:
-        notes.append(
+    if restarts is None and len(boots) > 1:
+        restarts = (
             f"The monitor restarted during this procedure ({len(boots)} boot ids); "
             f"the procedure was re-adopted from fresh telemetry."
         )
+    if restarts:
+        notes.append(restarts)
     if ended is None:
         notes.append(
             "No procedure_end was recorded (the procedure was still running, or the "
@@ -154,10 +189,6 @@ def build_report(
 
     return ProcedureReport(
         procedure_id=procedure_id,
-        ledger_path=str(vl.path),
-        origin=vl.origin,
-        run=run,
-        runs=len(runs),
         first_index=es[0].index,
         last_index=es[-1].index,
         entry_count=len(es),
@@ -184,14 +215,9 @@ def build_report(
         stops=stops,
         excursions=excursions,
         states=states,
-        checkpoint=covering_checkpoint(vl, es[-1].index),
-        verified_entries=vl.result.entries,
-        verified_checkpoints=vl.result.checkpoints,
-        latest_checkpoint_size=vl.covered,
-        uncovered_entries=vl.uncovered,
-        verify_warnings=list(vl.result.warnings),
         notes=notes,
         generated_utc_ns=time.time_ns(),
+        **evidence,
     )
 
 

@@ -1,7 +1,9 @@
-"""`telesafe report`: the post-operative report of one procedure, from a verified ledger.
+"""`telesafe report`: the post-operative report of one procedure, from a verified ledger,
+or from the ledgers of several instances (several --ledger, or the governance archive).
 
-Exit codes: 0 written; 1 the ledger failed verification, or the procedure is not in it;
-2 bad arguments or unreadable input (also: --pdf without WeasyPrint).
+Exit codes: 0 written; 1 a ledger failed verification, the procedure is not in it, or its
+history has a hole the ledgers given cannot explain; 2 bad arguments or unreadable input
+(also: --pdf without WeasyPrint).
 """
 
 from __future__ import annotations
@@ -13,16 +15,22 @@ from pathlib import Path
 
 from monitor.audit.checkpoint import KeyFileError, load_public_key
 from monitor.audit.store import LedgerError
-from monitor.audit.verified import LedgerRefused
-from monitor.report.model import ReportError, UnknownProcedure
+from monitor.audit.verified import LedgerRefused, VerifiedLedger
+from monitor.report.model import ProcedureReport, ProofInfo, ReportError, UnknownProcedure
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+
 # Exit code of each failure, most specific first: a ledger that fails verification and an
 # unknown procedure are failures (1), anything else is bad input (2).
+class HoleRefusal(ReportError):
+    """Stands for `monitor.report.fleet.HistoryHole` here (imported lazily)."""
+
+
 _EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
     (LedgerRefused, EXIT_FAILED),
     (UnknownProcedure, EXIT_FAILED),
+    (HoleRefusal, EXIT_FAILED),
     (ReportError, EXIT_USAGE),
     (LedgerError, EXIT_USAGE),
 )
@@ -40,13 +48,27 @@ _EPILOG = textwrap.dedent(
     re-arms / notes, workspace excursions, per-site record counters, and the signed
     checkpoint that covers the procedure.
 
+    Across instances (a procedure taken over after a failover): give every instance's
+    ledger (--ledger L --pubkey K, repeated; one --pubkey for all if they share the key),
+    or the governance archive (--archive DIR --trusted-keys FILE). Every ledger is verified;
+    the entries are merged in time order, the same input recorded by two instances is shown
+    once, each row names its instance, hand-overs are marked (gap in supervision, latch
+    carried across), every ledger's covering checkpoint is listed, and each safe-stop
+    carries its inclusion proof. A history with a hole the ledgers cannot explain (e.g. a
+    takeover with a latch from an instance whose ledger is missing) is refused.
+
     examples:
       telesafe report --ledger audit.db --pubkey audit.key.pub --procedure LDN-GIB-0001
       telesafe report --ledger audit.db --pubkey audit.key.pub --procedure LDN-GIB-0001 \\
           --out reports/LDN-GIB-0001.html --pdf reports/LDN-GIB-0001.pdf
+      telesafe report --ledger m0.sqlite --ledger m1.sqlite --ledger m2.sqlite \\
+          --pubkey fleet.pub --procedure LDN-GIB-0001 --proofs proofs/
+      telesafe report --archive /var/lib/telesafe-archive --trusted-keys trusted-keys \\
+          --procedure LDN-GIB-0001
 
-    exit codes: 0 report written; 1 ledger failed verification or unknown procedure
-    (the procedures in the ledger are listed); 2 bad arguments or unreadable input.
+    exit codes: 0 report written; 1 a ledger failed verification, unknown procedure
+    (the procedures in the ledgers are listed) or a history with an unexplained hole;
+    2 bad arguments or unreadable input.
     """
 )
 
@@ -62,15 +84,42 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--ledger",
-        required=True,
+        action="append",
+        default=[],
         metavar="LEDGER",
-        help="audit ledger file (SQLite) or an export bundle directory",
+        help="audit ledger file (SQLite) or an export bundle directory; repeat it for the "
+        "ledgers of several instances",
     )
     p.add_argument(
         "--pubkey",
-        required=True,
+        action="append",
+        default=[],
         metavar="KEY.pub",
-        help="the ledger's Ed25519 public key (PEM, raw 32 bytes or signed-note vkey)",
+        help="the ledger's Ed25519 public key (PEM, raw 32 bytes or signed-note vkey): one "
+        "per --ledger, in the same order, or one for all",
+    )
+    p.add_argument(
+        "--archive",
+        metavar="DIR",
+        help="the governance archive's directory (`telesafe audit archive`): every "
+        "instance's verified copy, instead of --ledger",
+    )
+    p.add_argument(
+        "--trusted-keys",
+        metavar="FILE",
+        help="with --archive: the origins' public keys (the archive's trusted-keys file)",
+    )
+    p.add_argument(
+        "--proofs",
+        metavar="DIR",
+        help="also write the inclusion proof of each safe-stop and its acknowledgement "
+        "(telesafe-inclusion-proof/v1, for `telesafe audit verify-proof`) into DIR",
+    )
+    p.add_argument(
+        "--allow-holes",
+        action="store_true",
+        help="across instances: write the report even if the history has a hole the "
+        "ledgers cannot explain (the holes are marked), instead of refusing",
     )
     p.add_argument("--procedure", required=True, metavar="ID", help="procedure id to report on")
     p.add_argument(
@@ -117,7 +166,6 @@ def _safe_name(pid: str) -> str:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from monitor.audit.verified import load_verified
     from monitor.report.build import build_report
     from monitor.report.html import PdfUnavailable, pdf_available, render_html, write_pdf
 
@@ -139,16 +187,22 @@ def run_report(args: argparse.Namespace) -> int:
     for d in args.rules:
         if not Path(d).is_dir():
             return _usage(f"--rules {d}: not a directory")
+    if args.proofs and not Path(args.proofs).is_dir():
+        return _usage(f"--proofs {args.proofs}: not a directory")
+    problem = _check_sources(args)
+    if problem:
+        return _usage(problem)
     try:
-        pub = load_public_key(args.pubkey)
-    except KeyFileError as exc:
-        return _usage(str(exc))
-    try:
-        vl = load_verified(args.ledger, pub)
-        report = build_report(vl, args.procedure, run=args.run, rules_dirs=args.rules)
-    except (ReportError, LedgerError) as exc:
-        code = next(c for kind, c in _EXIT_CODES if isinstance(exc, kind))
-        if isinstance(exc, LedgerRefused):
+        ledgers, source = _load(args)
+        if len(ledgers) == 1 and not args.archive:
+            report = build_report(ledgers[0], args.procedure, run=args.run, rules_dirs=args.rules)
+            proofs = _single_proofs(ledgers[0], report) if args.proofs else []
+        else:
+            report = _fleet(ledgers, args, source)
+            proofs = report.proofs
+    except (ReportError, LedgerError, KeyFileError) as exc:
+        code = next((c for kind, c in _EXIT_CODES if isinstance(exc, kind)), EXIT_USAGE)
+        if isinstance(exc, LedgerRefused | HoleRefusal):
             print(f"telesafe report: refusing to report: {exc}", file=sys.stderr)
         elif code == EXIT_FAILED:
             print(f"telesafe report: {exc}", file=sys.stderr)
@@ -163,18 +217,151 @@ def run_report(args: argparse.Namespace) -> int:
         if pdf is not None:
             write_pdf(html, pdf)
             print(f"report: {pdf}")
+        if args.proofs:
+            _write_proofs(Path(args.proofs), report, proofs)
     except PdfUnavailable as exc:
         return _usage(str(exc))
     except OSError as exc:
         return _usage(f"{exc.filename or ''}: {exc.strerror or exc}")
     stops = len(report.stops)
     cp = report.checkpoint
+    if report.multi:
+        print(
+            f"{report.procedure_id}: {report.entry_count} entries from "
+            f"{len(report.monitor_ids)} instance(s) ({', '.join(report.monitor_ids)}), "
+            f"{stops} safe-stop(s), {report.warnings_raised} warning(s), "
+            f"{len(report.handovers)} hand-over(s), {report.duplicates} duplicate(s) shown "
+            f"once; {len(ledgers)} ledgers verified"
+            + (f"; {len(report.holes)} HOLE(S) in the history" if report.holes else "")
+        )
+        return EXIT_OK
     print(
         f"{report.procedure_id}: entries {report.first_index}–{report.last_index}, "
         f"{stops} safe-stop(s), {report.warnings_raised} warning(s); ledger verified, "
         f"covered by checkpoint size {cp.size if cp else '?'}"
     )
     return EXIT_OK
+
+
+def _check_sources(args: argparse.Namespace) -> str | None:
+    """What is wrong with the combination of --ledger/--pubkey/--archive, if anything."""
+    if args.archive:
+        if args.ledger or args.pubkey:
+            return "give either --ledger (with --pubkey) or --archive, not both"
+        if not args.trusted_keys:
+            return "--archive needs --trusted-keys (the origins' public keys)"
+        return None
+    if args.trusted_keys:
+        return "--trusted-keys goes with --archive"
+    if not args.ledger:
+        return "give --ledger LEDGER --pubkey KEY.pub (repeatable), or --archive DIR"
+    if not args.pubkey:
+        return "--ledger needs --pubkey (one per ledger, or one for all)"
+    if len(args.pubkey) not in (1, len(args.ledger)):
+        return (
+            f"{len(args.ledger)} --ledger but {len(args.pubkey)} --pubkey: give one "
+            f"--pubkey per --ledger, in the same order, or one for all"
+        )
+    return None
+
+
+def _load(args: argparse.Namespace) -> tuple[list[VerifiedLedger], str]:
+    """The verified ledgers to report from, and where they came from."""
+    from monitor.audit.verified import load_verified
+
+    if args.archive:
+        return _load_archive(Path(args.archive), Path(args.trusted_keys))
+    keys = [load_public_key(k) for k in args.pubkey]
+    if len(keys) == 1:
+        keys *= len(args.ledger)
+    out = []
+    for path, key in zip(args.ledger, keys, strict=True):
+        try:
+            out.append(load_verified(path, key))
+        except LedgerRefused as exc:
+            if len(args.ledger) == 1:
+                raise
+            raise LedgerRefused(f"{path}: {exc}") from None
+    source = str(args.ledger[0]) if len(out) == 1 else f"{len(out)} ledgers"
+    return out, source
+
+
+def _load_archive(directory: Path, trusted_file: Path) -> tuple[list[VerifiedLedger], str]:
+    from monitor.audit.archive.copies import COPY_SUFFIX, origin_of_copy
+    from monitor.audit.archive.core import LEDGERS_DIR
+    from monitor.audit.archive.trusted import TrustedKeys, TrustedKeysError
+    from monitor.audit.store import Store
+    from monitor.audit.verified import load_verified
+
+    try:
+        trusted = TrustedKeys.load(trusted_file)
+    except TrustedKeysError as exc:
+        raise ReportError(str(exc)) from None
+    copies = sorted((directory / LEDGERS_DIR).glob("*" + COPY_SUFFIX))
+    if not directory.is_dir():
+        raise LedgerError(f"--archive {directory}: not a directory")
+    out = []
+    for path in copies:
+        origin = origin_of_copy(path)
+        key = trusted.key_for(origin)
+        if key is None:
+            raise ReportError(
+                f"the archive holds a copy of {origin}, which {trusted_file} does not name"
+            )
+        store = Store(path, readonly=True)
+        try:
+            empty = store.count() == 0 and not store.checkpoints()
+        finally:
+            store.close()
+        if empty:
+            continue
+        try:
+            out.append(load_verified(path, key))
+        except LedgerRefused as exc:
+            raise LedgerRefused(f"archived copy of {origin} ({path}): {exc}") from None
+    if not out:
+        raise ReportError(f"the archive {directory} holds no archived ledger yet")
+    return out, f"archive {directory}"
+
+
+def _fleet(ledgers: list[VerifiedLedger], args: argparse.Namespace, source: str) -> ProcedureReport:
+    from monitor.report.fleet import HistoryHole, build_fleet_report
+
+    try:
+        return build_fleet_report(
+            ledgers,
+            args.procedure,
+            run=args.run,
+            rules_dirs=args.rules,
+            source=source,
+            allow_holes=args.allow_holes,
+        )
+    except HistoryHole as exc:
+        raise HoleRefusal(str(exc)) from None
+
+
+def _single_proofs(vl: VerifiedLedger, report: ProcedureReport) -> list[ProofInfo]:
+    from monitor.report.fleet import stop_proofs
+
+    return stop_proofs(vl, report.stops)
+
+
+def _write_proofs(directory: Path, report: ProcedureReport, proofs: list[ProofInfo]) -> None:
+    stop_of = {id(p): n for n, s in enumerate(report.stops, 1) for p in s.proofs}
+    written = []
+    for i, p in enumerate(proofs):
+        if not p.verified:
+            print(f"proof of entry {p.index} ({p.instance}) not written: {p.message}")
+            continue
+        n = stop_of.get(id(p), i + 1)
+        f = directory / f"stop-{n}-{p.what}.json"
+        f.write_text(p.json_text, encoding="utf-8")
+        written.append(f)
+    if written:
+        print(
+            f"proofs: {len(written)} in {directory} (check each with `telesafe audit "
+            f"verify-proof FILE --pubkey KEY.pub`)"
+        )
 
 
 def _usage(msg: str) -> int:

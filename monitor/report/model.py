@@ -146,6 +146,7 @@ class TimelineItem:
     command_id: str | None = None
     detail: str = ""
     folded: int = 0  # for folded re-send rows: how many re-sends this row stands for
+    instance: str | None = None  # reports across instances: the instance that recorded it
 
 
 @dataclass
@@ -156,6 +157,7 @@ class AckInfo:
     delay_ms: float | None
     resends: int | None
     robot_at_ns: int | None
+    instance: str | None = None
 
 
 @dataclass
@@ -165,6 +167,7 @@ class RearmInfo:
     operator_id: str
     reason: str
     command_id: str | None
+    instance: str | None = None
 
 
 @dataclass
@@ -183,6 +186,29 @@ class StopEpisode:
     breaches_while_latched: list[str] = field(default_factory=list)
     ack: AckInfo | None = None
     rearm: RearmInfo | None = None
+    instance: str | None = None  # reports across instances: the one that issued it
+    proofs: list[ProofInfo] = field(default_factory=list)
+
+
+@dataclass
+class ProofInfo:
+    """An inclusion proof (`telesafe-inclusion-proof/v1`) of one entry in the signed
+    checkpoint of the ledger that recorded it, checked when the report was built."""
+
+    what: str  # "issued", "acknowledged"
+    instance: str
+    origin: str
+    index: int
+    size: int
+    verified: bool
+    message: str
+    proof: dict[str, Any]
+
+    @property
+    def json_text(self) -> str:
+        import json
+
+        return json.dumps(self.proof, indent=2, ensure_ascii=False) + "\n"
 
 
 @dataclass
@@ -210,6 +236,64 @@ class CheckpointInfo:
     signature_ok: bool
     message: str
     note: str
+
+
+@dataclass
+class InstanceInfo:
+    """One ledger of a report across instances, and what it holds of the procedure."""
+
+    label: str  # the monitor id that wrote it (its origin if that is ambiguous)
+    origin: str
+    ledger_path: str
+    key_id_hex: str
+    key_history: list[str]
+    verified_entries: int
+    verified_checkpoints: int
+    latest_checkpoint_size: int
+    uncovered_entries: int
+    warnings: list[str]
+    entries: int = 0  # of this run, as shown (duplicates of another's entries left out)
+    duplicates: int = 0  # its entries of this run shown once, under an earlier record
+    first_index: int | None = None
+    last_index: int | None = None
+    first_utc_ns: int | None = None
+    last_utc_ns: int | None = None
+    boots: int = 0
+    checkpoint: CheckpointInfo | None = None  # covering its last entry of this run
+
+
+@dataclass
+class Handover:
+    """The procedure passing from one instance's supervision to another's."""
+
+    t_utc_ns: int  # the new owner's opening
+    to_instance: str
+    to_index: int
+    opened_by: str  # `by` of that opening: latch_state (restored latch), a record type, ...
+    from_instance: str | None
+    released: bool  # the previous owner recorded `procedure_released` (a clean hand-over)
+    last_from_utc_ns: int | None  # the previous owner's last entry for this procedure
+    alive_until_utc_ns: int | None  # its last entry of any kind before the takeover
+    latch_before: str | None  # the command latched when the previous owner stopped
+    latch_restored: str | None  # the command the new owner restored
+    restart: bool = False  # the same instance again (a restart), not another one
+
+    @property
+    def gap_s(self) -> float | None:
+        """Longest time without supervision the record allows: from the last sign of life
+        of the previous owner (any entry it recorded) to the new owner's opening."""
+        since = max(
+            (t for t in (self.last_from_utc_ns, self.alive_until_utc_ns) if t is not None),
+            default=None,
+        )
+        return None if since is None else max(0, self.t_utc_ns - since) / 1e9
+
+    @property
+    def latch_carried(self) -> bool | None:
+        """None when no latch was in force at the hand-over."""
+        if self.latch_before is None:
+            return None
+        return self.latch_restored == self.latch_before
 
 
 @dataclass
@@ -253,6 +337,32 @@ class ProcedureReport:
     verify_warnings: list[str]
     notes: list[str]
     generated_utc_ns: int
+    # Reports across instances (several ledgers, or the archive); empty for one ledger.
+    instances: list[InstanceInfo] = field(default_factory=list)
+    handovers: list[Handover] = field(default_factory=list)
+    holes: list[str] = field(default_factory=list)  # written anyway with --allow-holes
+    duplicates: int = 0  # entries recorded by two instances for the same input, shown once
+
+    @property
+    def multi(self) -> bool:
+        return bool(self.instances)
+
+    @property
+    def evidence_ok(self) -> bool:
+        """Across instances: every ledger holding the procedure covers it with a valid
+        checkpoint, and every proof checked."""
+        if not self.multi:
+            return self.verified
+        covering = [i.checkpoint for i in self.instances if i.entries]
+        return (
+            bool(covering)
+            and all(c is not None and c.signature_ok for c in covering)
+            and all(p.verified for p in self.proofs)
+        )
+
+    @property
+    def proofs(self) -> list[ProofInfo]:
+        return [p for s in self.stops for p in s.proofs]
 
     @property
     def end_utc_ns(self) -> int:
