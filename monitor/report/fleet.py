@@ -198,6 +198,9 @@ def _inputs(ledgers: Sequence[VerifiedLedger], procedure_id: str) -> list[_Ledge
     twice = sorted(o for o, n in origins.items() if n > 1)
     if twice:
         raise ReportError(f"origin {twice[0]} is given twice; give each instance's ledger once")
+    # In origin order, so that the report does not depend on the order they were given in
+    # (equal timestamps of two instances merge in this order).
+    ledgers = sorted(ledgers, key=lambda vl: vl.origin)
     labels = [_label(vl) for vl in ledgers]
     clash = {lab for lab, n in Counter(labels).items() if n > 1}
     out = []
@@ -488,7 +491,8 @@ def _instances(
             info.boots = len({e.boot_id for e in mine if e.boot_id})
             info.checkpoint = covering_checkpoint(vl, max(e.index for e in mine))
         out.append(info)
-    return out
+    # Those that recorded the procedure first, in the order they did; then the others.
+    return sorted(out, key=lambda i: (i.first_utc_ns is None, i.first_utc_ns or 0, i.origin))
 
 
 def _attribute(stops: list[StopEpisode], recs: list[_Rec], led: list[_Ledger]) -> None:
