@@ -243,8 +243,9 @@ def test_a_missing_ledger_is_a_hole_and_refused(fleet: Fleet) -> None:
 
 def test_a_latch_not_carried_across_is_flagged(tmp_path: Path) -> None:
     m2 = [
-        (ev("procedure_opened", PID, 15000, by="heartbeat", site="robot", policy=POLICY), None)
-    ] + M2[4:]
+        (ev("procedure_opened", PID, 15000, by="heartbeat", site="robot", policy=POLICY), None),
+        *M2[4:],
+    ]
     paths = [tmp_path / "m1.sqlite", tmp_path / "m2.sqlite"]
     pubs = [write(paths[0], "m1", M1), write(paths[1], "m2", m2)]
     r = build_fleet_report(Fleet(paths, pubs).verified(), PID)
