@@ -28,6 +28,8 @@ DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
 KUBE_VERSION = "1.30.0"
 CORE_KINDS = {
     "StatefulSet",
+    "Deployment",
+    "PersistentVolumeClaim",
     "Service",
     "ServiceAccount",
     "PodDisruptionBudget",
@@ -379,8 +381,10 @@ def test_core_manifests_match_kubernetes_schemas(
     default_docs: list[dict[str, Any]],
     full_docs: list[dict[str, Any]],
     dev_docs: list[dict[str, Any]],
+    archive_docs: list[dict[str, Any]],
 ) -> None:
     seen = _validate_core(default_docs) | _validate_core(full_docs) | _validate_core(dev_docs)
+    seen |= _validate_core(archive_docs)
     assert seen == CORE_KINDS, f"kinds never validated: {CORE_KINDS - seen}"
 
 
@@ -639,3 +643,152 @@ def test_env_names_are_understood_by_the_monitor(full_docs: list[dict[str, Any]]
     for name in _iter_env_names(full_docs):
         if name.startswith("TELESAFE_"):
             assert f'"{name}"' in sources, f"{name} is not read by the monitor"
+
+
+# --- the governance archive (optional) ---------------------------------------------------
+
+PUBLIC_KEY = (
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MCowBQYDK2VwAyEAHdIWaJ23rxRsPpbrRop8ruIAs3LnsorQHghLbG+CtLw=\n"
+    "-----END PUBLIC KEY-----\n"
+)
+
+
+@pytest.fixture(scope="module")
+def archive_docs(helm: str, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    values = FULL_VALUES | {"archive": {"enabled": True, "publicKey": PUBLIC_KEY}}
+    return render(helm, values=values, tmp_path=tmp_path_factory.mktemp("archive"))
+
+
+def _labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+def test_archive_is_off_by_default(default_docs: list[dict[str, Any]]) -> None:
+    assert not by_kind(default_docs, "Deployment")
+    assert not by_kind(default_docs, "PersistentVolumeClaim")
+
+
+def test_archive_deployment(archive_docs: list[dict[str, Any]]) -> None:
+    dep = one(archive_docs, "Deployment")
+    assert dep["metadata"]["name"] == "rel-telesafe-archive"
+    spec = dep["spec"]
+    # One writer per archive directory, also during an upgrade.
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["args"][:2] == ["audit", "archive"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+    assert env["TELESAFE_ARCHIVE_DIR"] == "/var/lib/telesafe-archive"
+    assert env["TELESAFE_TRUSTED_KEYS"] == "/etc/telesafe/archive/trusted-keys"
+    # The same Kafka connection as the monitors (SASL_SSL with mutual TLS here).
+    monitor_env = env_of(archive_docs)
+    for name in (
+        "TELESAFE_BOOTSTRAP",
+        "TELESAFE_TOPIC_PREFIX",
+        "TELESAFE_SECURITY_PROTOCOL",
+        "TELESAFE_SASL_PASSWORD",
+        "TELESAFE_SSL_CAFILE",
+        "TELESAFE_SSL_KEYFILE",
+    ):
+        assert env[name] == monitor_env[name], name
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/var/lib/telesafe-archive"]["name"]]["persistentVolumeClaim"] == {
+        "claimName": "rel-telesafe-archive"
+    }
+    assert mounts["/etc/telesafe/archive"]["readOnly"] is True
+    assert "kafka-tls" in volumes
+    pvc = one(archive_docs, "PersistentVolumeClaim")
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "10Gi"
+
+
+def test_archive_trusts_every_instance_of_the_statefulset(
+    archive_docs: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    from monitor.audit.archive.trusted import TrustedKeys
+    from monitor.audit.checkpoint import load_public_key
+
+    (cm,) = [
+        c
+        for c in by_kind(archive_docs, "ConfigMap")
+        if c["metadata"]["name"] == "rel-telesafe-archive-trusted-keys"
+    ]
+    for name, text in cm["data"].items():
+        (tmp_path / name).write_text(text)
+    tk = TrustedKeys.load(tmp_path / "trusted-keys")
+    key = load_public_key(tmp_path / "monitor.pub")
+    sts = one(archive_docs, "StatefulSet")
+    for i in range(sts["spec"]["replicas"]):  # monitor id = pod name; origin telesafe/<id>
+        assert tk.key_for(f"telesafe/{sts['metadata']['name']}-{i}") == key
+    assert tk.key_for("telesafe/someone-else") is None
+
+
+def test_archive_is_selected_by_nothing_of_the_monitors(
+    archive_docs: list[dict[str, Any]],
+) -> None:
+    labels = one(archive_docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    sts = one(archive_docs, "StatefulSet")
+    monitor_selectors = [
+        sts["spec"]["selector"]["matchLabels"],
+        one(archive_docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+    ]
+    monitor_selectors += [
+        s["spec"]["selector"]
+        for s in by_kind(archive_docs, "Service")
+        if not s["metadata"]["name"].endswith("-archive")
+    ]
+    monitor_selectors += [
+        n["spec"]["podSelector"]["matchLabels"]
+        for n in by_kind(archive_docs, "NetworkPolicy")
+        if not n["metadata"]["name"].endswith("-archive")
+    ]
+    for sel in monitor_selectors:
+        assert not _labels_match(sel, labels), sel
+    # Its own Service, NetworkPolicy and ServiceMonitor select it.
+    (svc,) = [
+        s
+        for s in by_kind(archive_docs, "Service")
+        if s["metadata"]["name"] == "rel-telesafe-archive"
+    ]
+    assert _labels_match(svc["spec"]["selector"], labels)
+    assert svc["spec"]["ports"][0]["port"] == 9110
+    (np,) = [
+        n
+        for n in by_kind(archive_docs, "NetworkPolicy")
+        if n["metadata"]["name"] == "rel-telesafe-archive"
+    ]
+    assert _labels_match(np["spec"]["podSelector"]["matchLabels"], labels)
+    (sm,) = [
+        m
+        for m in by_kind(archive_docs, "ServiceMonitor")
+        if m["metadata"]["name"] == "rel-telesafe-archive"
+    ]
+    assert _labels_match(sm["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"])
+    assert sm["metadata"]["labels"]["release"] == "kps"
+
+
+def test_archive_needs_its_trust_anchors(helm: str) -> None:
+    err = render_fails(helm, *WITH_CRDS, sets=REQUIRED | {"archive.enabled": "true"})
+    assert "archive.enabled=true needs its trust anchors" in err
+    err = render_fails(
+        helm,
+        *WITH_CRDS,
+        sets=REQUIRED | {"archive.enabled": "true", "archive.publicKey": "not a key"},
+    )
+    assert "must be a PEM public key" in err
+    docs = render(
+        helm, sets=REQUIRED | {"archive.enabled": "true", "archive.existingConfigMap": "fleet-keys"}
+    )
+    vols = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "trusted-keys", "configMap": {"name": "fleet-keys"}} in vols
+    assert not [c for c in by_kind(docs, "ConfigMap") if "trusted-keys" in c["metadata"]["name"]]
+
+
+def test_archive_values_are_checked_by_the_schema(helm: str) -> None:
+    err = render_fails(helm, *WITH_CRDS, sets=REQUIRED | {"archive.replicas": "2"})
+    assert "values don't meet the specifications of the schema" in err and "archive" in err

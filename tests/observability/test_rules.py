@@ -27,6 +27,8 @@ EXPECTED_ALERTS = {
     "LedgerCheckpointStale": "warning",
     "LedgerVerifyFailure": "page",
     "LedgerAppendFailure": "page",
+    "ArchiveRefusedRecords": "warning",
+    "ArchiveStalled": "warning",
     "Watchdog": "none",
 }
 

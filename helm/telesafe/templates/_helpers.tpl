@@ -117,3 +117,145 @@ so `helm template`, `helm lint` and `helm install` all stop on them.
 {{- fail (printf "telesafe: %s.enabled=true but the cluster does not serve monitoring.coreos.com/v1 (Prometheus Operator CRDs). Install the operator, or set %s.enabled=false to run WITHOUT it, or %s.requireCRD=false; with `helm template` pass --api-versions monitoring.coreos.com/v1." $what $what $what) }}
 {{- end }}
 {{- end }}
+
+{{/* Where the Kafka TLS Secret is mounted (monitor and archive). */}}
+{{- define "telesafe.kafkaTlsDir" -}}
+/etc/telesafe/kafka-tls
+{{- end }}
+
+{{/* The Kafka connection environment of a telesafe container (monitor and archive). */}}
+{{- define "telesafe.kafkaEnv" -}}
+{{- $tlsDir := include "telesafe.kafkaTlsDir" . -}}
+- name: TELESAFE_BOOTSTRAP
+  value: {{ .Values.kafka.bootstrapServers | quote }}
+- name: TELESAFE_TOPIC_PREFIX
+  value: {{ .Values.kafka.topicPrefix | quote }}
+- name: TELESAFE_SECURITY_PROTOCOL
+  value: {{ .Values.kafka.securityProtocol | quote }}
+{{- if hasPrefix "SASL_" .Values.kafka.securityProtocol }}
+- name: TELESAFE_SASL_MECHANISM
+  value: {{ .Values.kafka.sasl.mechanism | quote }}
+- name: TELESAFE_SASL_USERNAME
+  value: {{ .Values.kafka.sasl.username | quote }}
+- name: TELESAFE_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "telesafe.saslSecretName" . }}
+      key: {{ .Values.kafka.sasl.passwordKey }}
+{{- end }}
+{{- if .Values.kafka.tls.existingSecret }}
+{{- if .Values.kafka.tls.caKey }}
+- name: TELESAFE_SSL_CAFILE
+  value: {{ printf "%s/%s" $tlsDir .Values.kafka.tls.caKey | quote }}
+{{- end }}
+{{- if .Values.kafka.tls.certKey }}
+- name: TELESAFE_SSL_CERTFILE
+  value: {{ printf "%s/%s" $tlsDir .Values.kafka.tls.certKey | quote }}
+- name: TELESAFE_SSL_KEYFILE
+  value: {{ printf "%s/%s" $tlsDir .Values.kafka.tls.keyKey | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The Kafka TLS Secret volume (empty without kafka.tls.existingSecret). */}}
+{{- define "telesafe.kafkaTlsVolume" -}}
+{{- if .Values.kafka.tls.existingSecret }}
+- name: kafka-tls
+  secret:
+    secretName: {{ .Values.kafka.tls.existingSecret }}
+    defaultMode: 0440
+    items:
+      {{- if .Values.kafka.tls.caKey }}
+      - key: {{ .Values.kafka.tls.caKey }}
+        path: {{ .Values.kafka.tls.caKey }}
+      {{- end }}
+      {{- if .Values.kafka.tls.certKey }}
+      - key: {{ .Values.kafka.tls.certKey }}
+        path: {{ .Values.kafka.tls.certKey }}
+      - key: {{ .Values.kafka.tls.keyKey }}
+        path: {{ .Values.kafka.tls.keyKey }}
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The governance archive: its name and its pods' labels (its own app name, so that no
+selector of the monitors' StatefulSet, Services, PDB or NetworkPolicy matches it). */}}
+{{- define "telesafe.archiveName" -}}
+{{- printf "%s-archive" (include "telesafe.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "telesafe.archiveSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-archive" (include "telesafe.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "telesafe.archiveLabels" -}}
+helm.sh/chart: {{ include "telesafe.chart" . }}
+{{ include "telesafe.archiveSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: telesafe
+app.kubernetes.io/component: archive
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Ingress (metrics from Prometheus) and egress (Kafka, DNS) of the monitor and archive
+pods, indented for `spec`. */}}
+{{- define "telesafe.networkPolicyRules" -}}
+ingress:
+  - ports:
+      - port: metrics
+        protocol: TCP
+    {{- $m := .Values.networkPolicy.metrics }}
+    {{- if or $m.namespaceSelector $m.podSelector }}
+    from:
+      - {{- with $m.namespaceSelector }}
+        namespaceSelector:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
+        {{- with $m.podSelector }}
+        podSelector:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
+    {{- end }}
+  {{- with .Values.networkPolicy.extraIngress }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+egress:
+  # Kafka brokers
+  - ports:
+      {{- range .Values.networkPolicy.kafka.ports }}
+      - port: {{ . }}
+        protocol: TCP
+      {{- end }}
+    {{- with .Values.networkPolicy.kafka.to }}
+    to:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+  # DNS
+  - ports:
+      - port: 53
+        protocol: UDP
+      - port: 53
+        protocol: TCP
+    {{- with .Values.networkPolicy.dns.to }}
+    to:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+  {{- with .Values.networkPolicy.extraEgress }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+
+{{/* Checks of the archive's values (included by its template). */}}
+{{- define "telesafe.validateArchive" -}}
+{{- $a := .Values.archive }}
+{{- if not (or $a.existingConfigMap $a.trustedKeys $a.publicKey) }}
+{{- fail "telesafe: archive.enabled=true needs its trust anchors: archive.publicKey (the PEM public key of signingKey, trusted for every instance), archive.trustedKeys (a trusted-keys file) or archive.existingConfigMap" }}
+{{- end }}
+{{- if and $a.publicKey (not (contains "BEGIN PUBLIC KEY" $a.publicKey)) }}
+{{- fail "telesafe: archive.publicKey must be a PEM public key (-----BEGIN PUBLIC KEY-----), e.g. the KEY.pub written by `telesafe audit keygen`" }}
+{{- end }}
+{{- end }}
