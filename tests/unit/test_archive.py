@@ -520,3 +520,30 @@ def test_cli_import_and_exit_codes(tmp_path: Path, keyfile: Path, trusted: Trust
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
     bad = cli("--dir", str(d), "--trusted-keys", str(tmp_path / "nope"), "--once")
     assert bad.returncode == 2 and "cannot read trusted keys" in bad.stderr
+
+
+def test_bundles_dropped_in_the_inbox_are_imported_once_complete(
+    tmp_path: Path, keyfile: Path, trusted: TrustedKeys
+) -> None:
+    from monitor.audit.export import export_bundle
+
+    ledger, _ = fill(tmp_path, keyfile, batches=3)
+    d = tmp_path / "archive"
+    d.mkdir()
+    inbox = d / "import"
+    inbox.mkdir()
+    export_bundle(ledger, inbox / "m1", None)
+    entries = inbox / "m1" / "entries.jsonl"
+    full = entries.read_bytes()
+    entries.write_bytes(full[: len(full) // 2])  # still being copied
+    arch = Archive(d, trusted)
+    try:
+        assert arch.import_inbox() == []
+        assert (inbox / "m1").is_dir()
+        entries.write_bytes(full)
+        ((name, res),) = arch.import_inbox()
+        assert name == "m1" and not isinstance(res, str) and res.appended_entries == 21
+        assert not (inbox / "m1").exists() and len(list((inbox / "done").iterdir())) == 1
+    finally:
+        arch.close()
+    assert_same_ledger(the_copy(d), ledger, keyfile)

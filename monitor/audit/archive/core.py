@@ -57,6 +57,9 @@ log = logging.getLogger("telesafe.archive")
 
 STATE_FILE = "archive.sqlite"
 LEDGERS_DIR = "ledgers"
+# Export bundles dropped here (`kubectl cp`) are imported by the running service, then
+# moved to import/done/ (or import/failed/).
+INBOX_DIR = "import"
 # An origin is stalled when a signed checkpoint has waited this long for its entries (a
 # record lost on the way, entries that do not match it, or a signer not yet in force).
 STALL_AFTER_S = 300.0
@@ -564,6 +567,38 @@ class Archive:
             src.close()
         return self.ingest(records)
 
+    def import_inbox(self) -> list[tuple[str, IngestResult | str]]:
+        """Import every complete export bundle in `<dir>/import/` (its entries.jsonl hashes
+        to its manifest's `entries_sha256`: a bundle still being copied is left for the next
+        call), then move it to import/done/ (import/failed/ if it cannot be imported).
+        Returns (bundle name, result or the reason it failed)."""
+        inbox = self.dir / INBOX_DIR
+        if not inbox.is_dir():
+            return []
+        out: list[tuple[str, IngestResult | str]] = []
+        for bundle in sorted(p for p in inbox.iterdir() if p.is_dir()):
+            if bundle.name in ("done", "failed") or not _bundle_complete(bundle):
+                continue
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            res: IngestResult | str
+            try:
+                done = self.import_source(bundle)
+            except (ArchiveError, LedgerError) as exc:
+                res, where = str(exc), "failed"
+                log.error("AUDIT ARCHIVE: bundle %s not imported: %s", bundle.name, exc)
+            else:
+                res, where = done, "done"
+                log.info(
+                    "imported bundle %s: %d entries and %d checkpoints added",
+                    bundle.name,
+                    done.appended_entries,
+                    done.appended_checkpoints,
+                )
+            (inbox / where).mkdir(exist_ok=True)
+            bundle.rename(inbox / where / f"{bundle.name}.{stamp}")
+            out.append((bundle.name, res))
+        return out
+
     # --- status ---------------------------------------------------------------------
 
     def status(self) -> list[OriginStatus]:
@@ -596,6 +631,18 @@ class Archive:
         if hasattr(self, "state"):
             self.state.close()
         self._lock.release()
+
+
+def _bundle_complete(bundle: Path) -> bool:
+    """An export bundle whose entries match its manifest (fully copied)."""
+    import hashlib
+
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+        digest = hashlib.sha256((bundle / "entries.jsonl").read_bytes()).hexdigest()
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("entries_sha256") == digest
 
 
 def _other_kind(value: bytes | None) -> str:

@@ -390,6 +390,9 @@ def _serve(
         now = time.monotonic()
         if now >= next_status:
             next_status = now + STATUS_EVERY_S
+            for _, res in archive.import_inbox():
+                if not isinstance(res, str):
+                    metrics.batch(res)
             cache["origins"] = metrics.status(archive)
             cache["refused_total"] = archive.state.refusal_count()
             cache["recent_refusals"] = [r.__dict__ for r in archive.state.refusals(20)]
