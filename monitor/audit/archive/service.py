@@ -371,6 +371,9 @@ def run_archive(args: Any) -> int:
             reader.close()
     except (ArchiveError, LedgerError) as exc:
         return fail(str(exc), EXIT_FAILED)
+    except Exception as exc:  # disk full, I/O error: stop; the supervisor restarts us
+        log.critical("AUDIT ARCHIVE FAILED: %r; exiting (nothing half-written is kept)", exc)
+        return fail(f"failed: {exc!r}", EXIT_FAILED)
     finally:
         archive.close()
 
