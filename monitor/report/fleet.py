@@ -333,7 +333,7 @@ def _handovers(recs: list[_Rec], led: list[_Ledger]) -> tuple[list[Handover], li
         if e.event == "safe_stop_issued" and cid:
             issued.setdefault(cid, k)
             latched = cid
-        elif e.event == "rearm_accepted":
+        elif e.event in ("rearm_accepted", "latch_closed"):  # cleared, or retired (ICD §5.3)
             latched = None
         elif e.event == "latch_restored" and cid:
             prev = opt_str(e.data.get("previous_monitor"))
