@@ -547,3 +547,27 @@ def test_bundles_dropped_in_the_inbox_are_imported_once_complete(
     finally:
         arch.close()
     assert_same_ledger(the_copy(d), ledger, keyfile)
+
+
+def test_a_note_by_another_key_neither_enters_nor_blocks(
+    tmp_path: Path, keyfile: Path, trusted: TrustedKeys
+) -> None:
+    from monitor.audit.checkpoint import Checkpoint, sign_checkpoint
+
+    ledger, topic = fill(tmp_path, keyfile, batches=2)
+    other = tmp_path / "other.key"
+    generate_key_files(other)
+    forged = sign_checkpoint(Checkpoint(ORIGIN, 5, b"\x01" * 32), load_private_key(other))
+    refusals: list[Any] = []
+    d = tmp_path / "archive"
+    d.mkdir()
+    arch = Archive(d, trusted, on_refusal=refusals.append)
+    try:
+        arch.ingest([Incoming("evil:0", checkpoint_value(ORIGIN, forged.note))])
+        arch.ingest(topic.incoming())
+        (st,) = arch.status()
+        assert (st.entries, st.pending) == (14, 0)
+    finally:
+        arch.close()
+    assert [r.reason for r in refusals] == ["bad_signature"]
+    assert_same_ledger(the_copy(d), ledger, keyfile)

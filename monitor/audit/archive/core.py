@@ -375,27 +375,23 @@ class Archive:
 
     def _apply_origin(self, copy: ArchivedLedger, res: IngestResult) -> None:
         origin = copy.origin
-        while True:
+        progressed = True
+        while progressed:
+            progressed = False
             pending = self.state.pending(origin)
             for size, note, seen, _ in pending:
                 if size <= copy.size:
                     self._late(copy, size, note, seen, res)
-            ahead = [p for p in pending if p[0] > copy.size]
-            if not ahead:
-                return
-            size = ahead[0][0]
-            staged = self.state.staged_range(origin, copy.size, size)
-            if len(staged) < size - copy.size:
-                return  # an entry it covers has not arrived yet
-            progressed = False
-            for s, note, seen, _ in ahead:
-                if s != size:
-                    break
-                if self._try_apply(copy, size, note, seen, staged, res):
+            # Smallest size first; a size none of whose notes applies (a note waiting for a
+            # key, or entries that do not match it) does not hold back a larger one.
+            for size in sorted({p[0] for p in pending if p[0] > copy.size}):
+                staged = self.state.staged_range(origin, copy.size, size)
+                if len(staged) < size - copy.size:
+                    return  # an entry it covers has not arrived yet (nor for larger sizes)
+                notes = [(n, w) for s, n, w, _ in pending if s == size]
+                if any(self._try_apply(copy, size, n, w, staged, res) for n, w in notes):
                     progressed = True
                     break
-            if not progressed:
-                return
 
     def _try_apply(
         self,
