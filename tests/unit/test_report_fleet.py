@@ -492,3 +492,17 @@ def _counts(r: ProcedureReport) -> dict[str, Any]:
         "warnings": r.warnings_raised,
         "proofs": [(p.instance, p.index, p.size, p.verified) for p in r.proofs],
     }
+
+
+def test_export_bundles_give_the_same_report_and_proofs(fleet: Fleet, tmp_path: Path) -> None:
+    from monitor.audit.export import export_bundle
+
+    bundles = []
+    for i, led in enumerate(fleet.ledgers):
+        export_bundle(led, tmp_path / f"b{i}", None)
+        bundles.append(tmp_path / f"b{i}")
+    from_bundles = build_fleet_report(Fleet(bundles, fleet.pubs).verified(), PID)
+    from_ledgers = build_fleet_report(fleet.verified(), PID)
+    assert _counts(from_bundles) == _counts(from_ledgers)
+    assert [p.proof for p in from_bundles.proofs] == [p.proof for p in from_ledgers.proofs]
+    assert all(p.verified for p in from_bundles.proofs) and len(from_bundles.proofs) == 4

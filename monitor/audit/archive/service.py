@@ -398,6 +398,7 @@ def _serve(
                     metrics.batch(res)
             cache["origins"] = metrics.status(archive)
             cache["refused_total"] = archive.state.refusal_count()
+            cache["not_ledger_records"] = archive.state.counts()  # e.g. "unledgered"
             cache["recent_refusals"] = [r.__dict__ for r in archive.state.refusals(20)]
             with contextlib.suppress(TransportError):
                 metrics.lag.set(reader.lag())
