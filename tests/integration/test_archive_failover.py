@@ -36,7 +36,7 @@ from monitor.icd.topics import Topics
 from monitor.kafka.settings import KafkaSettings
 from monitor.report.cli import _load_archive
 from monitor.report.fleet import build_fleet_report
-from monitor.report.model import ProcedureReport
+from monitor.report.model import ProcedureReport, fmt_utc as fmt
 from monitor.sim.faults import parse_spec
 from monitor.sim.runner import SimConfig, Simulation
 from tests.integration.monitorkit import TopicWatcher, free_port, http_json, run_monitor
@@ -317,8 +317,13 @@ def test_report_across_a_failover_from_the_archive_and_from_the_ledgers(
     assert counts(from_archive) == counts(direct)
 
     r = direct
-    assert not r.holes and r.evidence_ok
-    assert r.started and r.end_reason and r.closed_utc_ns is not None  # end to end
+    story = "\n".join(
+        f"{fmt(t.t_utc_ns)} {t.instance} #{t.index} {t.event} {t.detail}" for t in r.timeline
+    )
+    why = f"{r.runs} run(s); the latest:\n{story}\n{r.notes}\n{r.instances}"
+    assert r.runs == 1, why
+    assert not r.holes and r.evidence_ok, why
+    assert r.started and r.end_reason and r.closed_utc_ns is not None, why  # end to end
     assert r.final_state == "safe_stopped"  # closed with the second stop latched (acknowledged)
     assert r.monitor_ids[0] == victim_id and survivor_id in r.monitor_ids
     handover = next(h for h in r.handovers if h.from_instance == victim_id)
