@@ -36,7 +36,7 @@ from monitor.icd.topics import Topics
 from monitor.kafka.settings import KafkaSettings
 from monitor.report.cli import _load_archive
 from monitor.report.fleet import build_fleet_report
-from monitor.report.model import ProcedureReport, fmt_utc as fmt
+from monitor.report.model import ProcedureReport, fmt_utc
 from monitor.sim.faults import parse_spec
 from monitor.sim.runner import SimConfig, Simulation
 from tests.integration.monitorkit import TopicWatcher, free_port, http_json, run_monitor
@@ -318,7 +318,7 @@ def test_report_across_a_failover_from_the_archive_and_from_the_ledgers(
 
     r = direct
     story = "\n".join(
-        f"{fmt(t.t_utc_ns)} {t.instance} #{t.index} {t.event} {t.detail}" for t in r.timeline
+        f"{fmt_utc(t.t_utc_ns)} {t.instance} #{t.index} {t.event} {t.detail}" for t in r.timeline
     )
     why = f"{r.runs} run(s); the latest:\n{story}\n{r.notes}\n{r.instances}"
     assert r.runs == 1, why
