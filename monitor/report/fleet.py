@@ -353,7 +353,7 @@ def _handovers(recs: list[_Rec], led: list[_Ledger]) -> tuple[list[Handover], li
             f"of {b} while {a} was supervising it (an instance that had lost its partitions "
             f"but not yet noticed)."
         )
-    if recs[-1].e.event != CLOSING:
+    if not any(r.e.event == CLOSING for r in recs):
         flags.append(
             f"The record ends at {fmt_utc(recs[-1].e.t_utc_ns)} with {led[recs[-1].k].label}, "
             f"without the procedure being closed: it was still running, or the ledger of an "
