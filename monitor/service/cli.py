@@ -132,6 +132,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=env("TELESAFE_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
     )
+    g.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="run N monitor processes on this node in one consumer group (worker i gets "
+        "monitor id ID-i, HTTP port PORT+i, ledger LEDGER-i); they share the partitions "
+        "(default %(default)s)",
+    )
     p.set_defaults(func=run)
 
     s = sub.add_parser(
@@ -187,12 +196,34 @@ def _audit_sink(args: argparse.Namespace, publish: Any, metrics: MonitorMetrics)
     )
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stdout,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    if args.workers > 1:
+        from monitor.service.workers import Supervisor
+
+        argv = sys.argv[sys.argv.index("run") + 1 :] if "run" in sys.argv else []
+        return Supervisor(
+            argv,
+            args.workers,
+            args.monitor_id,
+            args.http_port,
+            args.ledger,
+            args.group_instance_id,
+        ).run()
     logging.getLogger("kafka").setLevel(logging.ERROR)  # kafka-python's chatter drowns safety lines
     try:
         settings = settings_from_args(args)
