@@ -184,6 +184,9 @@ class Admin(Protocol):
 
     def delete_topics(self, names: Sequence[str], timeout_s: float) -> None: ...
 
+    def alter_group_config(self, group: str, config: Mapping[str, str], timeout_s: float) -> None:
+        """Set configuration entries of a consumer group (KIP-848 group configs)."""
+
     def create_acls(self, grants: Sequence[AclGrant], timeout_s: float) -> None:
         """Create ALLOW ACLs (idempotent)."""
 

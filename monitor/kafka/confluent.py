@@ -94,23 +94,38 @@ class ConfluentConsumer:
         )
         cfg["error_cb"] = self._errors
         cfg["logger"] = log
+        self.kip848 = cfg.get("group.protocol") == "consumer"
         self._c = ck.Consumer(cfg)
         self._listener: RebalanceListener | None = None
         self._callback_error: BaseException | None = None
+        self._co_topics: list[str] = []
 
     # -- group membership ------------------------------------------------------------
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
+        """`topics` are co-partitioned: partition N of each goes to the same member.
+
+        KIP-848 (`group.protocol=consumer`): the group assigns the first topic only, with
+        the broker's sticky `uniform` assignor, so a member keeps what it has when another
+        joins or dies; the others' partitions of the same numbers are added (and removed)
+        here. The server-side `range` assignor co-partitions but reshuffles survivors.
+        """
         self._listener = listener
+        driver = list(topics) if not self.kip848 else list(topics)[:1]
+        self._co_topics = [] if not self.kip848 else list(topics)[1:]
         self._c.subscribe(
-            list(topics),
+            driver,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
 
+    def _with_co(self, parts: list[ck.TopicPartition]) -> list[ck.TopicPartition]:
+        return parts + [ck.TopicPartition(t, p.partition) for p in parts for t in self._co_topics]
+
     def _on_assign(self, consumer: ck.Consumer, parts: list[ck.TopicPartition]) -> None:
         try:
+            parts = self._with_co(parts)
             tps = [_tp(p) for p in parts]
             starts = self._listener.assigned(tps) if self._listener else {}
             for p in parts:
@@ -125,6 +140,7 @@ class ConfluentConsumer:
             self._callback_error = exc
 
     def _on_revoke(self, consumer: ck.Consumer, parts: list[ck.TopicPartition]) -> None:
+        parts = self._with_co(parts)
         try:
             if self._listener:
                 self._listener.revoked([_tp(p) for p in parts])
@@ -134,6 +150,7 @@ class ConfluentConsumer:
             self._unassign(consumer, parts)
 
     def _on_lost(self, consumer: ck.Consumer, parts: list[ck.TopicPartition]) -> None:
+        parts = self._with_co(parts)
         try:
             if self._listener:
                 self._listener.lost([_tp(p) for p in parts])
@@ -464,6 +481,21 @@ class ConfluentAdmin:
         for v in done.values():
             if isinstance(v, ck.KafkaError):
                 raise TransportError(f"altering the configuration of {name} failed: {v.str()}")
+
+    def alter_group_config(self, group: str, config: Mapping[str, str], timeout_s: float) -> None:
+        entries = [
+            ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+            for k, v in config.items()
+        ]
+        res = ConfigResource(ConfigResource.Type.GROUP, group, incremental_configs=entries)
+        done = self._wait(
+            self._a.incremental_alter_configs([res], request_timeout=timeout_s),
+            timeout_s,
+            f"configuring group {group}",
+        )
+        for v in done.values():
+            if isinstance(v, ck.KafkaError):
+                raise TransportError(f"configuring group {group} failed: {v.str()}")
 
     def delete_topics(self, names: Sequence[str], timeout_s: float) -> None:
         if names:

@@ -372,6 +372,9 @@ class KafkaPythonAdmin:
         except KafkaError as exc:
             raise TransportError(f"altering the configuration of {name} failed: {exc}") from None
 
+    def alter_group_config(self, group: str, config: Mapping[str, str], timeout_s: float) -> None:
+        raise TransportError("kafka-python runs classic groups: their timeouts are client-side")
+
     def delete_topics(self, names: Sequence[str], timeout_s: float) -> None:
         if names:
             try:

@@ -46,6 +46,7 @@ from monitor.kafka import (
     open_consumer,
     open_producer,
 )
+from monitor.kafka.profiles import GROUP_CONFIG
 from monitor.metrics import MonitorMetrics, ProcedureView
 from monitor.policy.loader import PackRegistry
 from monitor.security.signing import Keyring
@@ -68,6 +69,10 @@ STALL_S = 1.0  # /healthz fails when the loop has not turned for this long
 # trusts the client's cached watermarks only once its fetchers have answered again.
 STALL_NS = 100 * MS
 TRUST_AFTER_STALL_NS = 100 * MS
+# A taken-over partition's backlog pauses while this instance's own partitions are behind
+# by more than this, and resumes once they are within the second.
+OWN_BEHIND_NS = 40 * MS
+OWN_CAUGHT_UP_NS = 15 * MS
 
 Recorder = Any  # Callable[[Instant, str, bytes | None, bytes | None], None]
 
@@ -229,9 +234,11 @@ class MonitorService:
                     source=lp.source,
                 )
             )
+        self._configure_group()
         self.http.start()
+        # Co-partitioned; the first drives the group's assignment (monitor/kafka/confluent.py).
         self.consumer.subscribe(
-            [self.topics.telemetry_console, self.topics.telemetry_robot, self.topics.operator],
+            [self.topics.telemetry_robot, self.topics.telemetry_console, self.topics.operator],
             self.ownership,
         )
         if loop_thread:
@@ -243,6 +250,24 @@ class MonitorService:
             self.http.port,
             ", ".join(f"{p.name}@{p.version}" for p in self.packs.all()),
         )
+
+    def _configure_group(self) -> None:
+        """Ask for a short group session, so a dead instance's partitions move within
+        seconds (docs/architecture.md). Never fatal: the broker may forbid it (its minimum),
+        the principal may lack ALTER_CONFIGS on the group, or the client runs classic groups."""
+        if not self.consumer.incremental:
+            return
+        try:
+            self.admin.alter_group_config(self.options.group_id, GROUP_CONFIG, 10.0)
+        except TransportError as exc:
+            log.warning(
+                "could not set group %s to a %s ms session (%s): a dead instance's "
+                "partitions move after the broker's default session timeout instead; see "
+                "docs/deploy-kubernetes.md",
+                self.options.group_id,
+                GROUP_CONFIG["consumer.session.timeout.ms"],
+                exc,
+            )
 
     def _check_layout(self) -> None:
         from monitor.broker.runtime import BrokerError
@@ -334,9 +359,19 @@ class MonitorService:
         records = self.consumer.poll(timeout_s, MAX_BATCH)
         received = self.clock.now()
         self._check_stall(started, timeout_s, received)
+        own = self.ownership
+        if own.to_pause:  # partitions just taken over wait for their latches
+            self.consumer.pause(own.to_pause)
+            own.to_pause = []
+        for shard in own.finish_restores(received):
+            self.consumer.resume(list(shard.time.heard))
+            waiting, shard.waiting = shard.waiting, []
+            for at, r in waiting:
+                self._ingest([r], at)
         if records:
             self._ingest(records, received)
         self._settle(received)
+        self._yield_to_own(received)
         self.ownership.heard_mono = received.mono_ns
         self._run_timers(received)
         now = self.clock.now()
@@ -356,6 +391,9 @@ class MonitorService:
             shard = shards.get(r.partition)
             if shard is None:
                 continue  # a partition released inside this very poll
+            if shard.restoring:
+                shard.waiting.append((received, r))
+                continue
             tp = TopicPartition(r.topic, r.partition)
             at = stamp(
                 r.timestamp_ms if r.log_append_time else None, received, shard.time.floor(tp)
@@ -435,6 +473,32 @@ class MonitorService:
             {"duration_ms": round(deaf_ns / 1e6, 3), "shards": len(self.ownership.shards)},
         )
         self.audit.submit(self.entries.from_event(ev))
+
+    def _yield_to_own(self, received: Instant) -> None:
+        """Partitions taken over come with a backlog (everything since the dead owner's
+        last commit). librdkafka hands records over in one queue, so that backlog would
+        delay the records of the procedures this instance already supervised: while any of
+        those is behind, the taken-over partitions are paused (they are late already, and
+        withheld from monitor_heartbeat until caught up)."""
+        shards = self.ownership.shards.values()
+        if not any(s.catching_up for s in shards):
+            return
+        now = received.mono_ns
+        own_lag = max(
+            (now - s.time.horizon(now) for s in shards if not s.catching_up and not s.restoring),
+            default=0,
+        )
+        for s in shards:
+            if not s.catching_up:
+                continue
+            if s.paused and own_lag <= OWN_CAUGHT_UP_NS:
+                self.consumer.resume(list(s.time.heard))
+                s.paused = False
+            elif not s.paused and own_lag > OWN_BEHIND_NS:
+                self.consumer.pause(list(s.time.heard))
+                s.paused = True
+            if not s.paused and not s.time.behind:
+                s.catching_up = False  # caught up: an ordinary shard from now on
 
     def _settle(self, received: Instant) -> None:
         """Which topic-partitions are caught up, from the high watermarks of the client's
