@@ -378,6 +378,8 @@ _ACL_OPS = {
     "READ": AclOperation.READ,
     "WRITE": AclOperation.WRITE,
     "DESCRIBE": AclOperation.DESCRIBE,
+    "DESCRIBE_CONFIGS": AclOperation.DESCRIBE_CONFIGS,
+    "ALTER_CONFIGS": AclOperation.ALTER_CONFIGS,
 }
 _ACL_RES = {"TOPIC": ResourceType.TOPIC, "GROUP": ResourceType.GROUP}
 

@@ -281,6 +281,8 @@ class KafkaPythonProducer:
 
 
 _KP_OPS = {
+    "DESCRIBE_CONFIGS": ACLOperation.DESCRIBE_CONFIGS,
+    "ALTER_CONFIGS": ACLOperation.ALTER_CONFIGS,
     "READ": ACLOperation.READ,
     "WRITE": ACLOperation.WRITE,
     "DESCRIBE": ACLOperation.DESCRIBE,

@@ -18,11 +18,21 @@ CHECKPOINT_EVENTS = frozenset(
         "safe_stop_issued",
         "safe_stop_acknowledged",
         "rearm_accepted",
+        "latch_closed",
+        "operator_request_refused",
         "monitor_started",
         "monitor_stopped",
     }
 )
-_OPERATOR_EVENTS = frozenset({"rearm_accepted", "rearm_rejected", "operator_note"})
+_OPERATOR_EVENTS = frozenset(
+    {
+        "rearm_accepted",
+        "rearm_rejected",
+        "latch_closed",
+        "latch_close_rejected",
+        "operator_note",
+    }
+)
 
 
 class AuditSink(Protocol):

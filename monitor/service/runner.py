@@ -69,6 +69,9 @@ STALL_S = 1.0  # /healthz fails when the loop has not turned for this long
 # trusts the client's cached watermarks only once its fetchers have answered again.
 STALL_NS = 100 * MS
 TRUST_AFTER_STALL_NS = 100 * MS
+# /readyz says "saturated" (503, with the reason) when the loop is this busy and behind.
+SATURATED_BUSY = 0.9
+SATURATED_LAG_S = 0.1
 # A taken-over partition's backlog pauses while this instance's own partitions are behind
 # by more than this, and resumes once they are within the second.
 OWN_BEHIND_NS = 40 * MS
@@ -189,6 +192,10 @@ class MonitorService:
         self._next_hb = self.clock.now().mono_ns + self._hb_ns
         self._next_house = self.clock.now().mono_ns
         self._last_received = 0
+        self._turn_start = self.clock.now().mono_ns
+        self._busy_ns = 0
+        self._busy_since = self._turn_start
+        self.busy_ratio = 0.0
         self._withhold_ns = int(packs.default.pack.heartbeat.stop_silence_ms * MS)
         self._sites = {t: self.topics.site_of(t) for t in self.topics.all()}
         self._status_cache: dict[str, Any] = {}
@@ -358,6 +365,11 @@ class MonitorService:
         timeout_s = poll_timeout_s(wake, started.mono_ns, POLL_CAP_S)
         records = self.consumer.poll(timeout_s, MAX_BATCH)
         received = self.clock.now()
+        # Busy = everything but the wait inside poll (bounded by what it was asked to wait).
+        self._busy_ns += max(0, received.mono_ns - self._turn_start) - min(
+            received.mono_ns - started.mono_ns, int(timeout_s * 1e9)
+        )
+        self._turn_start = received.mono_ns
         self._check_stall(started, timeout_s, received)
         own = self.ownership
         if own.to_pause:  # partitions just taken over wait for their latches
@@ -434,6 +446,8 @@ class MonitorService:
             self.publisher.deadletter(r.key, r.value, rej.reason, source)
             self.sensor.rejected(site or "operator", rej.code, source, rej.reason)
             shard.engine.on_rejected(item.procedure_id, site)
+            if site is None:
+                self._security_event(item, at, received)
             return
         if site is not None:
             k = (site, item.type)
@@ -499,6 +513,21 @@ class MonitorService:
                 s.paused = True
             if not s.paused and not s.time.behind:
                 s.catching_up = False  # caught up: an ordinary shard from now on
+
+    def _security_event(self, refused: Refused, at: Instant, received: Instant) -> None:
+        """ICD §5.1 "either outcome is audited": an operator request refused before it
+        reaches the engine (unsigned, forged, malformed) is a security event on the audit
+        trail, with what can be trusted about it, counted and paged (ForgedOperatorRequest).
+        Refused telemetry goes to the dead-letter topic only: a flood must not flood the
+        ledger (it is counted per site and reason instead)."""
+        r = refused.record
+        if self.positions.already_audited(r.topic, r.partition, r.offset, 0):
+            return
+        data = refused.security_event_data()
+        self.sensor.security_rejection(str(data["reason_class"]), refused.source, data)
+        ev = Event("operator_request_refused", refused.procedure_id, at.mono_ns, at.utc_ns, data)
+        entry = self.entries.from_event(ev, refused.source, 0, (received.mono_ns - at.mono_ns) / MS)
+        self.audit.submit(entry, checkpoint=True)
 
     def _settle(self, received: Instant) -> None:
         """Which topic-partitions are caught up, from the high watermarks of the client's
@@ -612,7 +641,13 @@ class MonitorService:
         self.metrics.per_procedure.publish(
             ProcedureView(time.monotonic_ns(), procedures, limits, frozenset(withheld))
         )
+        span = now.mono_ns - self._busy_since
+        if span > 0:  # smoothed over ~1 s (four housekeeping periods)
+            sample = min(1.0, max(0.0, self._busy_ns / span))
+            self.busy_ratio += 0.25 * (sample - self.busy_ratio)
+            self._busy_ns, self._busy_since = 0, now.mono_ns
         m = self.metrics
+        m.busy_ratio.set(self.busy_ratio)
         for number, lag in lag_by_number.items():
             m.consumer_lag_seconds.labels(number).set(lag)
         for topic, behind in self._records_behind().items():
@@ -661,7 +696,21 @@ class MonitorService:
                 if not self.ownership.assigned_once
                 else "no partition assigned (more instances than partitions?)"
             )
-        return ok and held > 0, {**detail, "partitions_assigned": held}
+        lags = dict(self._status_cache.get("lag_seconds", {}))
+        worst = max(lags.values(), default=0.0)
+        saturated = self.busy_ratio > SATURATED_BUSY and worst > SATURATED_LAG_S
+        if saturated:
+            behind = sorted(n for n, lag in lags.items() if lag > SATURATED_LAG_S)
+            detail["problems"].append(
+                f"saturated: loop busy {self.busy_ratio:.0%}, behind by up to "
+                f"{worst * 1e3:.0f} ms on partition(s) {', '.join(behind)}; add instances"
+            )
+        return ok and held > 0 and not saturated, {
+            **detail,
+            "partitions_assigned": held,
+            "busy_ratio": round(self.busy_ratio, 3),
+            "lag_seconds": lags,
+        }
 
     def _status(self) -> dict[str, Any]:
         return self._status_cache

@@ -35,6 +35,7 @@ LOUD = frozenset(
         "policy_unknown",
         "operator_note",
         "latch_restored",
+        "operator_request_refused",
     }
 )
 _TIMER_RULES = ("heartbeat_silence", "first_heartbeat")
@@ -111,6 +112,19 @@ class Sensor:
     def rejected(self, source_kind: str, code: str, source: str, reason: str) -> None:
         self.m.rejected.labels(source_kind, code).inc()
         log.warning("rejected record %s: %s", source, reason)
+
+    def security_rejection(self, reason_class: str, source: str, data: Mapping[str, Any]) -> None:
+        self.m.security_rejections.labels(reason_class).inc()
+        claimed = data.get("claimed", {})
+        log.error(
+            "SECURITY: operator request refused at %s (%s): claims operator %r, %s for %s, key %r",
+            source,
+            data.get("reason"),
+            claimed.get("operator_id"),
+            claimed.get("type", "?"),
+            claimed.get("procedure_id", "?"),
+            data.get("key_id_presented"),
+        )
 
     def site_counts(self, pid: str, sites: Mapping[str, Mapping[str, Any]]) -> None:
         """Carry the engine's per-procedure duplicate/lost/stale counts into the counters."""
