@@ -4,18 +4,25 @@
 monitor's /status, else from `telesafe.state`), show it, send a request naming it with a
 fresh request id (ICD 1.1 §5.1), then wait for the monitor's decision on the audit mirror
 and print it. Exit codes: 0 accepted (or sent, with --no-wait), 1 rejected or nothing to
-do, 2 bad arguments, 3 no decision seen in time.
+do, 2 bad arguments, 3 no decision seen in time (or Kafka did not answer).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import uuid
+from typing import Any
 
 from pydantic import ValidationError
 
+from monitor.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    OperatorLayerError,
+    UsageError,
+)
 from monitor.icd.decode import describe
 from monitor.icd.models import LatchClose, Note, RearmRequest
 from monitor.icd.topics import Topics
@@ -24,7 +31,11 @@ from monitor.kafka.settings import add_kafka_arguments, env, settings_from_args
 from monitor.operator.latches import DecisionWatch, LatchInfo, from_state_topic, from_status
 from monitor.security.signing import Signer
 
-EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE, EXIT_NO_DECISION = 0, 1, 2, 3
+
+class NoDecision(OperatorLayerError):
+    """The request was sent but no monitor's decision was seen in time."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -111,19 +122,26 @@ def _latch_arguments(p: argparse.ArgumentParser) -> None:
     _signing_argument(p)
 
 
-def _signer(args: argparse.Namespace, prog: str) -> Signer | None:
+def _signer(args: argparse.Namespace) -> Signer | None:
     spec = getattr(args, "signing_key", None)
     if not spec:
         return None
     name, _, path = spec.partition("=")
     if not name or not path:
-        raise ValueError("--signing-key must look like NAME=PATH")
+        raise UsageError("--signing-key must look like NAME=PATH")
     if name != args.operator:
-        raise ValueError(f"--signing-key name {name!r} must equal --operator {args.operator!r}")
+        raise UsageError(f"--signing-key name {name!r} must equal --operator {args.operator!r}")
     try:
         return Signer.from_file(name, path)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"--signing-key: {exc}") from None
+        raise UsageError(f"--signing-key: {exc}") from None
+
+
+def _settings(args: argparse.Namespace) -> KafkaSettings:
+    try:
+        return settings_from_args(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _find_latch(args: argparse.Namespace, settings: KafkaSettings) -> LatchInfo | None:
@@ -134,67 +152,75 @@ def _find_latch(args: argparse.Namespace, settings: KafkaSettings) -> LatchInfo 
 
 
 def _request(args: argparse.Namespace, kind: str, accepted: str, rejected: str) -> int:
-    prog = f"telesafe {'rearm' if kind == 'rearm_request' else 'latch close'}"
+    settings = _settings(args)
+    signer = _signer(args)
     try:
-        settings = settings_from_args(args)
-        signer = _signer(args, prog)
-    except ValueError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        if args.command_id:
-            command_id = args.command_id
-        else:
-            info = _find_latch(args, settings)
-            if info is None:
-                print(f"{prog}: {args.procedure} is not latched (no latch on telesafe.state)")
-                return EXIT_REJECTED
-            print(f"{args.procedure}: {info.describe()}")
-            command_id = info.command_id
-        model = RearmRequest if kind == "rearm_request" else LatchClose
-        try:
-            req = model(
-                v=1,
-                type=kind,  # type: ignore[arg-type]
-                procedure_id=args.procedure,
-                operator_id=args.operator,
-                reason=args.reason,
-                requested_at=time.time_ns(),
-                command_id=command_id,
-                request_id=str(uuid.uuid4()),
-            )
-        except ValidationError as err:
-            print(f"{prog}: {describe(err)}", file=sys.stderr)
-            return EXIT_USAGE
-        watch = None if args.no_wait else DecisionWatch(settings, args.procedure)
-        try:
-            where = _send(settings, req, signer)
-            print(f"{kind} {req.request_id} sent ({where})")
-            if watch is None:
-                return EXIT_ACCEPTED
-            entry = watch.wait(req.request_id, (accepted, rejected), args.timeout)
-        finally:
-            if watch is not None:
-                watch.close()
+        entry, command_id = _ask(args, settings, signer, kind, (accepted, rejected))
     except TransportError as exc:
-        print(f"{prog}: Kafka at {settings.bootstrap_servers}: {exc}", file=sys.stderr)
-        return EXIT_NO_DECISION
+        raise TransportError(f"Kafka at {settings.bootstrap_servers}: {exc}") from None
     if entry is None:
-        print(
-            f"{prog}: no decision within {args.timeout:g} s (is a monitor running for "
-            f"{args.procedure}? its log and audit trail will show the outcome)",
-            file=sys.stderr,
-        )
-        return EXIT_NO_DECISION
+        return EXIT_OK  # --no-wait: sent
     by = entry.get("monitor_id", "?")
     if entry["event"] == accepted:
         print(f"ACCEPTED by monitor {by}: latch {command_id} cleared")
-        return EXIT_ACCEPTED
+        return EXIT_OK
     reasons = entry.get("data", {}).get("rejected_because") or ["(no reason given)"]
     print(f"REJECTED by monitor {by}:")
     for why in reasons:
         print(f"  - {why}")
-    return EXIT_REJECTED
+    return EXIT_FAILED
+
+
+def _ask(
+    args: argparse.Namespace,
+    settings: KafkaSettings,
+    signer: Signer | None,
+    kind: str,
+    outcomes: tuple[str, str],
+) -> tuple[dict[str, Any] | None, str]:
+    """Send the request naming the current latch; the monitor's decision (None: not
+    waited for) and the latch's command id."""
+    if args.command_id:
+        command_id = args.command_id
+    else:
+        info = _find_latch(args, settings)
+        if info is None:
+            raise OperatorLayerError(
+                f"{args.procedure} is not latched (no latch on the monitor's /status nor "
+                "on telesafe.state): nothing to clear"
+            )
+        print(f"{args.procedure}: {info.describe()}")
+        command_id = info.command_id
+    model = RearmRequest if kind == "rearm_request" else LatchClose
+    try:
+        req = model(
+            v=1,
+            type=kind,  # type: ignore[arg-type]
+            procedure_id=args.procedure,
+            operator_id=args.operator,
+            reason=args.reason,
+            requested_at=time.time_ns(),
+            command_id=command_id,
+            request_id=str(uuid.uuid4()),
+        )
+    except ValidationError as err:
+        raise UsageError(describe(err)) from None
+    watch = None if args.no_wait else DecisionWatch(settings, args.procedure)
+    try:
+        where = _send(settings, req, signer)
+        print(f"{kind} {req.request_id} sent ({where})")
+        if watch is None:
+            return None, command_id
+        entry = watch.wait(req.request_id, outcomes, args.timeout)
+    finally:
+        if watch is not None:
+            watch.close()
+    if entry is None:
+        raise NoDecision(
+            f"no decision within {args.timeout:g} s (is a monitor running for "
+            f"{args.procedure}? its log and audit trail will show the outcome)"
+        )
+    return entry, command_id
 
 
 def _send(
@@ -223,25 +249,19 @@ def latch_close(args: argparse.Namespace) -> int:
 
 
 def note(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    signer = _signer(args)
     try:
-        settings = settings_from_args(args)
-        signer = _signer(args, "telesafe note")
         req = Note(
             v=1, type="note", procedure_id=args.procedure, operator_id=args.operator, text=args.text
         )
-    except ValidationError as err:  # a ValueError too: first
-        print(f"telesafe note: {describe(err)}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as exc:
-        print(f"telesafe note: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except ValidationError as err:
+        raise UsageError(describe(err)) from None
     try:
         where = _send(settings, req, signer)
     except TransportError as exc:
-        print(
-            f"telesafe note: not delivered to Kafka at {settings.bootstrap_servers}: {exc}",
-            file=sys.stderr,
-        )
-        return 1
+        raise TransportError(
+            f"not delivered to Kafka at {settings.bootstrap_servers}: {exc}"
+        ) from None
     print(f"note for {req.procedure_id} delivered ({where}); the monitor audits it")
-    return 0
+    return EXIT_OK

@@ -9,10 +9,11 @@ import threading
 import time
 
 from monitor.engine.engine import EngineConfig
+from monitor.errors import ReplayLayerError
 from monitor.icd.topics import Topics
 from monitor.kafka import OFFSET_END, TopicPartition, TransportError, open_consumer
 from monitor.kafka.settings import add_kafka_arguments, settings_from_args
-from monitor.policy.loader import LoadedPack, PackRegistry, PolicyError, load_pack_file
+from monitor.policy.loader import LoadedPack, PackRegistry, load_pack_file
 from monitor.replay.recording import RecordingError, encode_line, read_recording
 from monitor.replay.replayer import dumps, replay
 
@@ -70,15 +71,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def replay_cmd(args: argparse.Namespace) -> int:
-    try:
-        registry = PackRegistry.from_dir(args.rules)
-        if args.policy:
-            chosen: LoadedPack = load_pack_file(args.policy)
-            others = [p for p in registry.all() if p.name != chosen.name]
-            registry = PackRegistry([chosen, *others], default=chosen.name)
-    except PolicyError as exc:
-        print(f"telesafe replay: {exc}", file=sys.stderr)
-        return 2
+    registry = PackRegistry.from_dir(args.rules)
+    if args.policy:
+        chosen: LoadedPack = load_pack_file(args.policy)
+        others = [p for p in registry.all() if p.name != chosen.name]
+        registry = PackRegistry([chosen, *others], default=chosen.name)
     ops = frozenset(x.strip() for x in args.operators.split(",")) if args.operators else None
     cfg = EngineConfig(monitor_id=args.monitor_id, operators=ops)
     out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")  # noqa: SIM115
@@ -86,11 +83,7 @@ def replay_cmd(args: argparse.Namespace) -> int:
         for line in replay(read_recording(args.file), registry, cfg, tail_ms=args.tail):
             out.write(dumps(line) + "\n")
     except FileNotFoundError:
-        print(f"telesafe replay: no such file {args.file}", file=sys.stderr)
-        return 2
-    except RecordingError as exc:
-        print(f"telesafe replay: {exc}", file=sys.stderr)
-        return 2
+        raise RecordingError(f"{args.file}: no such recording") from None
     finally:
         if out is not sys.stdout:
             out.close()
@@ -110,17 +103,12 @@ def record(args: argparse.Namespace) -> int:
                 marks = consumer.watermarks(tp, 10.0) if args.from_beginning else None
                 starts[tp] = marks[0] if marks else OFFSET_END
     except TransportError as exc:
-        print(
-            f"telesafe record: cannot reach Kafka at {settings.bootstrap_servers}: {exc}",
-            file=sys.stderr,
-        )
-        return 1
+        raise TransportError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from None
     if not starts:
-        print(
-            "telesafe record: the ICD topics do not exist (run `telesafe broker topics`)",
-            file=sys.stderr,
+        raise ReplayLayerError(
+            f"the ICD topics do not exist on {settings.bootstrap_servers} (create them with "
+            f"`telesafe broker topics --topic-prefix {settings.topic_prefix!r}`)"
         )
-        return 1
     consumer.assign(starts)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

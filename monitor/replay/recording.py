@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from monitor.engine.clock import Instant
+from monitor.errors import ReplayLayerError
 from monitor.icd.decode import MAX_RECORD_BYTES
 
 
@@ -66,7 +67,7 @@ class RecordingWriter:
             self._f.close()
 
 
-class RecordingError(ValueError):
+class RecordingError(ReplayLayerError, ValueError):
     pass
 
 

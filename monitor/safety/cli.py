@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from monitor.safety.trace import HazardLogError, trace
+from monitor.safety.trace import trace
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,11 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _trace(args: argparse.Namespace) -> int:
     out = None if str(args.out) == "-" else args.out
-    try:
-        code, text = trace(args.root, args.hazards, args.junit, out)
-    except (HazardLogError, OSError) as exc:
-        print(f"telesafe safety trace: {exc}", file=sys.stderr)
-        return 2
+    code, text = trace(args.root, args.hazards, args.junit, out)
     if out is None:
         sys.stdout.write(text)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import signal
@@ -14,7 +15,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from monitor.argtypes import non_negative_seconds
 from monitor.audit.checkpoint import KeyFileError
+from monitor.errors import one_line
 from monitor.kafka import KafkaSettings, TransportError, open_admin
 from monitor.kafka.settings import add_kafka_arguments, env, settings_from_args
 from monitor.metrics import MonitorMetrics
@@ -90,7 +93,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     g.add_argument(
         "--ledger-verify-interval",
-        type=_seconds,
+        type=non_negative_seconds,
         default=env("TELESAFE_LEDGER_VERIFY_INTERVAL", "60"),
         metavar="SECONDS",
         help="re-verify the ledger's newest checkpointed range this often, in the audit "
@@ -143,16 +146,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--once", action="store_true", help="print one snapshot as JSON and exit")
     s.add_argument("--interval", type=float, default=0.5, help="refresh seconds")
     s.set_defaults(func=status)
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: need a finite number of seconds >= 0")
-    return v
 
 
 def _operators(spec: str | None) -> frozenset[str] | None:
@@ -256,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
             recorder=recorder.write if recorder else None,
         )
     except Exception as exc:  # broker gone again, port in use...
-        print(f"telesafe run: cannot start: {exc}", file=sys.stderr)
+        print(f"telesafe run: cannot start: {_why(exc, args)}", file=sys.stderr)
         sink.stop()
         return 1
     holder["svc"] = svc
@@ -279,6 +272,16 @@ def run(args: argparse.Namespace) -> int:
         if recorder is not None:
             recorder.close()
     return 1 if svc.error is not None else 0
+
+
+def _why(exc: Exception, args: argparse.Namespace) -> str:
+    """One line for a start-up failure, naming the setting at fault where it is known."""
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return (
+            f"HTTP port {args.http_host}:{args.http_port} is already in use (another "
+            "monitor?); choose another with --http-port (0: any free port)"
+        )
+    return one_line(str(exc))
 
 
 def _wait_for_kafka(settings: KafkaSettings, done: threading.Event) -> bool:
