@@ -61,3 +61,11 @@ def non_negative_seconds(text: str) -> float:
     if v < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: need a number of seconds >= 0")
     return v
+
+
+def non_negative_ms(text: str) -> float:
+    """A finite number of milliseconds >= 0."""
+    v = _number(text, float, "a number of milliseconds")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: need a number of milliseconds >= 0")
+    return v

@@ -45,8 +45,8 @@ _PREFIX_FLAGS = ("--topic-prefix", "--prefix")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.short_usage()}\n{self.prog}: {message} "
-                  f"(see `{self.prog} --help`)\n")  # fmt: skip
+        hint = f"(see `{self.prog} --help`)"
+        self.exit(EXIT_USAGE, f"{self.short_usage()}\n{self.prog}: {message} {hint}\n")
 
     def short_usage(self) -> str:
         """The usage on one line: argparse's if short, else only what must be typed."""

@@ -64,7 +64,7 @@ def _keygen(args: argparse.Namespace) -> int:
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def _require_ledger(path: Path) -> None:
+def require_ledger(path: Path) -> None:
     """Input that is no ledger at all is unreadable input (exit 2), not a ledger that
     failed verification (exit 1); a damaged ledger is left to `verify` to diagnose."""
     if not path.exists():
@@ -88,7 +88,7 @@ def _require_ledger(path: Path) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    _require_ledger(Path(args.ledger))
+    require_ledger(Path(args.ledger))
     pub = load_public_key(args.pubkey)
     trusted = [(str(p), Path(p).read_text(encoding="utf-8")) for p in args.checkpoint or []]
     res = verify(
@@ -457,6 +457,7 @@ def _rotate_key(args: argparse.Namespace) -> int:
     path = Path(args.ledger)
     if not path.is_file():
         raise CliError(f"{path}: no such ledger file")
+    require_ledger(path)
     old_sk, new_sk = load_private_key(args.key), load_private_key(args.new_key)
     store = Store(path, readonly=True)
     try:

@@ -58,8 +58,9 @@ def _push(args: argparse.Namespace) -> int:
     except OSError as exc:  # the HTTP client's connection errors
         raise GrafanaUnreachable(f"cannot reach Grafana at {url}: {_root_cause(exc)}") from None
     except ValueError:  # a 2xx answer that is not JSON: not Grafana's HTTP API
-        raise PushError(f"{url} does not answer like Grafana's HTTP API (is it the base URL?)"
-                        ) from None  # fmt: skip
+        raise PushError(
+            f"{url} does not answer like Grafana's HTTP API (is it the base URL?)"
+        ) from None
     for r in results:
         print(f"{r.uid}\t{r.status or 'ok'}\tversion={r.version}\t{r.url}")
     return 0

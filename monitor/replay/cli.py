@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+from monitor.argtypes import non_negative_ms, seconds
 from monitor.engine.engine import EngineConfig
 from monitor.errors import ReplayLayerError
 from monitor.icd.topics import Topics
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("file", metavar="FILE", help="output .jsonl (appended)")
     r.add_argument(
         "--duration",
-        type=float,
+        type=seconds,
         default=None,
         help="seconds to record (default: until interrupted)",
     )
@@ -61,7 +62,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--tail",
-        type=float,
+        type=non_negative_ms,
         default=3000,
         metavar="MS",
         help="keep running timers this long after the last record (default 3000)",

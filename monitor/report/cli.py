@@ -12,6 +12,7 @@ from pathlib import Path
 
 from monitor.argtypes import positive_int
 from monitor.audit.checkpoint import load_public_key
+from monitor.audit.cli import require_ledger
 from monitor.audit.verified import LedgerRefused
 from monitor.errors import EXIT_OK, UsageError
 
@@ -117,6 +118,7 @@ def run_report(args: argparse.Namespace) -> int:
     for d in args.rules:
         if not Path(d).is_dir():
             raise UsageError(f"--rules {d}: not a directory")
+    require_ledger(Path(args.ledger))
     pub = load_public_key(args.pubkey)
     try:
         vl = load_verified(args.ledger, pub)
