@@ -15,9 +15,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from monitor.argtypes import non_negative_seconds
+from monitor.argtypes import non_negative_seconds, seconds
 from monitor.audit.checkpoint import KeyFileError
-from monitor.errors import one_line
+from monitor.errors import EXIT_UNAVAILABLE, ServiceLayerError, one_line
 from monitor.kafka import KafkaSettings, TransportError, open_admin
 from monitor.kafka.settings import add_kafka_arguments, env, settings_from_args
 from monitor.metrics import MonitorMetrics
@@ -140,11 +140,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser(
         "status",
         help="live view of a running monitor's procedures",
-        description="Poll a monitor's /status endpoint and show its procedures.",
+        description="Poll a monitor's /status endpoint and show its procedures; when the "
+        "monitor stops answering, the last view stays on screen with its age. Exit 3 if "
+        "no monitor answers at the start.",
     )
-    s.add_argument("--url", default="http://127.0.0.1:9108", help="monitor base URL")
+    s.add_argument(
+        "--url",
+        default=env("TELESAFE_MONITOR_URL", "http://127.0.0.1:9108"),
+        help="the monitor's HTTP address (env TELESAFE_MONITOR_URL; default %(default)s)",
+    )
     s.add_argument("--once", action="store_true", help="print one snapshot as JSON and exit")
-    s.add_argument("--interval", type=float, default=0.5, help="refresh seconds")
+    s.add_argument(
+        "--interval",
+        type=seconds,
+        default=0.5,
+        metavar="SECONDS",
+        help="refresh period (default %(default)s)",
+    )
     s.set_defaults(func=status)
 
 
@@ -304,32 +316,55 @@ def _wait_for_kafka(settings: KafkaSettings, done: threading.Event) -> bool:
     return False
 
 
+class MonitorUnreachable(ServiceLayerError):
+    """No monitor answered at the /status URL."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+def _reason(exc: Exception) -> str:
+    """'Connection refused', 'timed out', 'HTTP 404': why a fetch failed, in a few words."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code}"
+    why = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(why, OSError) and why.strerror:
+        return why.strerror
+    return str(why) or type(why).__name__
+
+
+def _fetch(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        snap = json.loads(resp.read())
+    if not isinstance(snap, dict):
+        raise ValueError("not a monitor's /status")
+    return snap
+
+
 def status(args: argparse.Namespace) -> int:
     url = args.url.rstrip("/") + "/status"
-
-    def fetch() -> dict[str, Any]:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return json.loads(resp.read())  # type: ignore[no-any-return]
-
     try:
-        snap = fetch()
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"telesafe status: cannot reach {url}: {exc}", file=sys.stderr)
-        return 1
+        snap = _fetch(url)
+    except (OSError, ValueError) as exc:  # URLError is an OSError
+        raise MonitorUnreachable(f"cannot reach a monitor at {url}: {_reason(exc)}") from None
     if args.once:
         print(json.dumps(snap, indent=2, default=str))
         return 0
+    from rich.console import Console
     from rich.live import Live
 
     from monitor.service.statusview import render
 
-    with Live(render(snap), refresh_per_second=4, screen=False) as live:
+    console = Console()
+    seen = time.monotonic()  # when `snap` was fetched
+    with Live(render(snap, console.width), console=console, refresh_per_second=4) as live:
         try:
             while True:
                 time.sleep(args.interval)
                 try:
-                    live.update(render(fetch()))
-                except (urllib.error.URLError, OSError) as exc:
-                    live.update(f"[red]monitor unreachable: {exc}")
+                    snap, seen = _fetch(url), time.monotonic()
+                    live.update(render(snap, console.width))
+                except (OSError, ValueError) as exc:  # keep the last view, say how old it is
+                    away = (_reason(exc), time.monotonic() - seen)
+                    live.update(render(snap, console.width, unreachable=away))
         except KeyboardInterrupt:
             return 0
