@@ -547,7 +547,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Inclusion proof of entry N in a signed checkpoint (the "
         "latest by default), or a consistency proof from an older size.",
     )
-    p.add_argument("ledger", metavar="LEDGER")
+    p.add_argument("ledger", metavar="LEDGER", help="ledger .sqlite file or export directory")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--entry", type=non_negative_int, metavar="N", help="entry index")
     g.add_argument(
@@ -572,7 +572,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "inclusion proof, the entry bytes embedded in the proof (or "
         "--entry-file) must hash to the leaf hash.",
     )
-    p.add_argument("proof", metavar="PROOF.json")
+    p.add_argument("proof", metavar="PROOF.json", help="a proof written by `audit prove`")
     p.add_argument(
         "--pubkey",
         required=True,
@@ -592,7 +592,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="entries.jsonl, checkpoints/, pubkey.pem, manifest.json and "
         "a README explaining how to verify it.",
     )
-    p.add_argument("ledger", metavar="LEDGER")
+    p.add_argument("ledger", metavar="LEDGER", help="ledger .sqlite file")
     p.add_argument("--out", required=True, metavar="DIR", help="new or empty directory")
     p.add_argument("--pubkey", metavar="KEY.pub", help="key to ship (default: from the ledger)")
     p.set_defaults(func=_export)
@@ -602,7 +602,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="readable listing of entries",
         description="List entries (ledger file or bundle); no verification.",
     )
-    p.add_argument("ledger", metavar="LEDGER")
+    p.add_argument("ledger", metavar="LEDGER", help="ledger .sqlite file or export directory")
     p.add_argument("--procedure", metavar="ID", help="only this procedure_id")
     p.add_argument("--tail", type=non_negative_int, metavar="N", help="only the last N matching")
     p.set_defaults(func=_show)

@@ -175,7 +175,8 @@ def _add_topic_opts(p: argparse.ArgumentParser) -> None:
         "--topic-prefix",
         dest="prefix",
         default="",
-        help="prefix prepended to every ICD topic name (both spellings are accepted)",
+        help="prefix prepended to every ICD topic name (default: none; both spellings are "
+        "accepted)",
     )
     p.add_argument(
         "--partitions",

@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument(
         "--monitor-id",
         default=env("TELESAFE_MONITOR_ID", "telesafe-1"),
-        help="this instance's id, in every command (env TELESAFE_MONITOR_ID)",
+        help="this instance's id, in every command (env TELESAFE_MONITOR_ID; default %(default)s)",
     )
     g.add_argument(
         "--group-id",
@@ -72,12 +72,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="comma-separated operator ids allowed to re-arm, or @FILE with one per "
         "line; if unset any operator id is accepted (development only; logged)",
     )
-    g.add_argument("--http-host", default=env("TELESAFE_HTTP_HOST", "127.0.0.1"))
+    g.add_argument(
+        "--http-host",
+        default=env("TELESAFE_HTTP_HOST", "127.0.0.1"),
+        help="address the HTTP endpoints listen on (env TELESAFE_HTTP_HOST; default "
+        "%(default)s; 0.0.0.0 for a scraper on another host)",
+    )
     g.add_argument(
         "--http-port",
         type=int,
         default=int(env("TELESAFE_HTTP_PORT", "9108") or 9108),
-        help="port for /metrics, /healthz, /readyz, /status (0: any free port)",
+        help="port for /metrics, /healthz, /readyz, /status (env TELESAFE_HTTP_PORT; "
+        "default %(default)s; 0: any free port)",
     )
     g.add_argument(
         "--ledger",
@@ -134,6 +140,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--log-level",
         default=env("TELESAFE_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level of the monitor's log on stdout (env TELESAFE_LOG_LEVEL; default "
+        "%(default)s; DEBUG also shows the Kafka client libraries' own lines)",
     )
     p.set_defaults(func=run)
 
