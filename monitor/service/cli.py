@@ -126,7 +126,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--record",
         default=None,
         metavar="FILE",
-        help="also write every received record to FILE (ICD §9 JSON Lines)",
+        help="also write every received record to FILE (ICD §9 JSON Lines, each line "
+        "naming this monitor; docs/record-replay.md)",
     )
     g.add_argument(
         "--startup-lookback",
@@ -230,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     if args.record:
         from monitor.replay.recording import RecordingWriter
 
-        recorder = RecordingWriter(args.record)
+        recorder = RecordingWriter(args.record, args.monitor_id)
     opts = MonitorOptions(
         monitor_id=args.monitor_id,
         group_id=args.group_id,
