@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
@@ -37,6 +39,10 @@ _COMMAND_MODULES = (
     "monitor.demo",  # demo
     "monitor.safety.cli",  # safety trace
 )
+
+# Where the Kafka client libraries log (monitor/kafka/confluent.py hands librdkafka the
+# `telesafe.kafka` logger).
+_CLIENT_LIBRARY_LOGGERS = ("telesafe.kafka", "kafka")
 
 # The two spellings of the topic prefix: `broker` says --prefix, the Kafka clients
 # --topic-prefix; every command accepts both.
@@ -114,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return EXIT_USAGE
+    if not getattr(args, "own_logging", False):
+        _quiet_client_libraries()
     try:
         return int(func(args) or 0)
     except TelesafeError as exc:
@@ -124,6 +132,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(command.prog, str(exc.strerror or exc), EXIT_UNAVAILABLE)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _quiet_client_libraries() -> None:
+    """A tool (not the monitor, which sets up its own log) reports Kafka failures itself,
+    in one line: the client libraries' own lines (librdkafka's through `telesafe.kafka`, a
+    retry line per reconnect attempt; kafka-python's through `kafka`) would bury it.
+    TELESAFE_LOG_LEVEL=DEBUG shows them."""
+    if os.environ.get("TELESAFE_LOG_LEVEL", "").upper() == "DEBUG":
+        logging.basicConfig(level=logging.DEBUG)
+        return
+    for name in _CLIENT_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _fail(prog: str, message: str, code: int) -> int:

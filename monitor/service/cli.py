@@ -144,7 +144,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="log level of the monitor's log on stdout (env TELESAFE_LOG_LEVEL; default "
         "%(default)s; DEBUG also shows the Kafka client libraries' own lines)",
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, own_logging=True)  # configured in run(), for the monitor's log
 
     s = sub.add_parser(
         "status",
