@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -174,9 +175,9 @@ def _add_topic_opts(p: argparse.ArgumentParser) -> None:
         "--prefix",
         "--topic-prefix",
         dest="prefix",
-        default="",
-        help="prefix prepended to every ICD topic name (default: none; both spellings are "
-        "accepted)",
+        default=os.environ.get("TELESAFE_TOPIC_PREFIX", ""),
+        help="prefix prepended to every ICD topic name, as the other commands' --topic-prefix "
+        "(env TELESAFE_TOPIC_PREFIX; default: none)",
     )
     p.add_argument(
         "--partitions",

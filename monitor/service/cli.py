@@ -158,7 +158,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=env("TELESAFE_MONITOR_URL", "http://127.0.0.1:9108"),
         help="the monitor's HTTP address (env TELESAFE_MONITOR_URL; default %(default)s)",
     )
-    s.add_argument("--once", action="store_true", help="print one snapshot as JSON and exit")
+    s.add_argument("--once", action="store_true", help="print the view once and exit")
+    s.add_argument(
+        "--json", action="store_true", help="print the /status snapshot as JSON and exit"
+    )
     s.add_argument(
         "--interval",
         type=seconds,
@@ -355,7 +358,7 @@ def status(args: argparse.Namespace) -> int:
         snap = _fetch(url)
     except (OSError, ValueError) as exc:  # URLError is an OSError
         raise MonitorUnreachable(f"cannot reach a monitor at {url}: {_reason(exc)}") from None
-    if args.once:
+    if args.json:
         print(json.dumps(snap, indent=2, default=str))
         return 0
     from rich.console import Console
@@ -364,6 +367,9 @@ def status(args: argparse.Namespace) -> int:
     from monitor.service.statusview import render
 
     console = Console()
+    if args.once:
+        console.print(render(snap, console.width))
+        return 0
     seen = time.monotonic()  # when `snap` was fetched
     with Live(render(snap, console.width), console=console, refresh_per_second=4) as live:
         try:

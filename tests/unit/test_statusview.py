@@ -101,11 +101,21 @@ def monitor_url() -> Iterator[str]:
     server.server_close()
 
 
-def test_status_once_prints_the_snapshot(
+def test_status_json_prints_the_snapshot(
     monitor_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["status", "--url", monitor_url, "--once"]) == 0
+    assert main(["status", "--url", monitor_url, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == SNAP
+
+
+def test_status_once_prints_the_view_once(
+    monitor_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["status", "--url", monitor_url, "--once"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "telesafe monitor telesafe-1 — 3 procedure(s)"
+    assert all(pid in out for pid in IDS)
 
 
 def test_status_without_a_monitor_exits_3_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
