@@ -6,10 +6,11 @@ monitor latches a safe-stop, the robot acknowledges, an operator re-arms with
 report written.
 
 Each run is isolated from whatever else the broker carries: its own topic prefix
-(`demo-<time>-`), procedure id, monitor id and consumer group, so a broker with history
-(other runs, other monitors, a simulator on the default topics) neither feeds it latches
-nor changes what it shows and sums. Everything shown is filtered by this run's procedure
-and monitor all the same, so `--prefix` may name shared topics.
+(`demo-<time>-`, deleted at the end), procedure id, monitor id and consumer group, so a
+broker with history (other runs, other monitors, a simulator on the default topics)
+neither feeds it latches nor changes what it shows and sums. Everything shown is filtered
+by this run's procedure and monitor all the same, so `--prefix` may name shared topics
+(those are kept).
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--topic-prefix",
         dest="prefix",
         default=None,
-        help="topic prefix of this run; the demo creates its topics (default: a fresh "
-        "demo-<time>- per run)",
+        help="topic prefix of this run, created if missing and kept (default: a fresh "
+        "demo-<time>- per run, deleted at the end)",
     )
     p.add_argument(
         "--workdir",
@@ -209,9 +210,24 @@ def _broker(args: argparse.Namespace, prefix: str) -> tuple[str, str]:
         )
     stop = "telesafe broker stop" + (f" --port {args.port}" if args.port != 9092 else "")
     return res.bootstrap, (
-        f"the Kafka broker on {res.bootstrap} was started by this demo and is still running "
-        f"(its topics stay for a look); stop it with `{stop}`"
+        f"the Kafka broker on {res.bootstrap} was started by this demo and is still running; "
+        f"stop it with `{stop}`"
     )
+
+
+def _delete_topics(bootstrap: str, prefix: str) -> None:
+    from monitor.broker.topics import admin_client
+
+    try:
+        admin = admin_client(bootstrap)
+        try:
+            admin.delete_topics(Topics(prefix).all(), 10.0)
+        finally:
+            admin.close()
+    except TelesafeError as exc:  # the demo's outcome stands; say what is left behind
+        console.print(Text(f"demo    │ could not delete the topics {prefix}*: {exc}", "yellow"))
+        return
+    console.print(f"[dim]demo    │ deleted this run's topics ({prefix}telesafe.*)")
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -225,7 +241,6 @@ def run_demo(args: argparse.Namespace) -> int:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     ledger = work / "ledger.sqlite"
-    key = work / "ledger.key"
     # A fresh ledger per demo run, with its checkpoint sidecar (else the monitor refuses
     # to open an empty ledger whose sidecar says it once held entries).
     for old in (ledger, *(Path(f"{ledger}{s}") for s in ("-wal", "-shm", ".checkpoint"))):
@@ -233,6 +248,17 @@ def run_demo(args: argparse.Namespace) -> int:
     console.rule("[bold]telesafe demo — London console ↔ Gibraltar robot")
     bootstrap, broker_note = _broker(args, run.prefix)
     console.print(f"[dim]demo    │ topics {run.prefix}telesafe.*, monitor {run.monitor_id}")
+    try:
+        return _with_monitor(args, run, bootstrap, work)
+    finally:
+        if args.prefix is None:  # the run's own topics: leave the broker as it was
+            _delete_topics(bootstrap, run.prefix)
+        console.print(f"[dim]demo    │ {broker_note}")
+
+
+def _with_monitor(args: argparse.Namespace, run: Run, bootstrap: str, work: Path) -> int:
+    """Start `telesafe run` for this demo, play the procedure, stop it; the exit code."""
+    ledger, key = work / "ledger.sqlite", work / "ledger.key"
     settings = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=run.prefix)
     if not key.exists():
         from monitor.audit.checkpoint import generate_key_files
@@ -271,17 +297,14 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     assert mon.stdout is not None
     pid = f"{run.procedure_prefix}-0001"
-    try:
-        with open(log_path, "wb") as log:
-            threading.Thread(target=_stream, args=(mon.stdout, log, pid), daemon=True).start()
-            try:
-                return _play(args, settings, run, mon, http_port, ledger, key, work)
-            finally:
-                if mon.poll() is None:
-                    mon.terminate()
-                    mon.wait(timeout=20)
-    finally:
-        console.print(f"[dim]demo    │ {broker_note}")
+    with open(log_path, "wb") as log:
+        threading.Thread(target=_stream, args=(mon.stdout, log, pid), daemon=True).start()
+        try:
+            return _play(args, settings, run, mon, http_port, ledger, key, work)
+        finally:
+            if mon.poll() is None:
+                mon.terminate()
+                mon.wait(timeout=20)
 
 
 def _wait_ready(port: int, mon: subprocess.Popen[bytes], timeout: float = 60.0) -> bool:
@@ -493,7 +516,6 @@ def _summary(sim: Any, wire: Wire, ledger: Path, key: Path, work: Path, run: Run
     )
     t.add_row("post-operative report", str(report) if rc == 0 else "[red]failed")
     t.add_row("monitor log", str(work / "monitor.log"))
-    t.add_row("topics", f"{run.prefix}telesafe.* (monitor {run.monitor_id})")
     console.print(t)
     ok = f.command_id is not None and f.rearmed and verify_rc == 0
     return 0 if ok else 1
