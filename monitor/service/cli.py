@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError("--command-key must look like NAME=PATH")
             signer = Signer.from_file(name, path)
     except (ValueError, PolicyError, KeyFileError) as exc:
-        print(f"telesafe run: {exc}", file=sys.stderr)
+        print(f"telesafe run: {one_line(str(exc))}", file=sys.stderr)
         return 2
     if operators is None:
         log.warning(
@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         sink = _audit_sink(args, publish_audit, metrics)
     except Exception as exc:  # ledger in use, unusable path, wrong key...
-        print(f"telesafe run: cannot start: {exc}", file=sys.stderr)
+        print(f"telesafe run: cannot start: {one_line(str(exc))}", file=sys.stderr)
         return 1
     if not _wait_for_kafka(settings, done_flag := threading.Event()):
         sink.stop()
