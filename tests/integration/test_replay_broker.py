@@ -56,20 +56,38 @@ def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     workdir = tmp_path_factory.mktemp("replay")
     recording = workdir / "live.jsonl"
     apart = workdir / "apart.jsonl"
-    cfg = SimConfig(duration=5.0, seed=3, procedure_prefix=f"REC{uuid.uuid4().hex[:6]}",
-                    faults=[parse_spec(f) for f in FAULTS])
+    cfg = SimConfig(
+        duration=5.0,
+        seed=3,
+        procedure_prefix=f"REC{uuid.uuid4().hex[:6]}",
+        faults=[parse_spec(f) for f in FAULTS],
+    )
     pid = cfg.procedure_ids()[0]
     try:
         with run_monitor(kafka_bootstrap, prefix, workdir, "--record", str(recording)) as mon:
             obs = Observer(kafka_bootstrap, [topics.commands, topics.audit])
             # From the beginning of this test's own topics: nothing is missed at its start.
             recorder = subprocess.Popen(
-                [sys.executable, "-m", "monitor", "record", str(apart), "--from-beginning",
-                 "--bootstrap", kafka_bootstrap, "--topic-prefix", prefix],
-                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                [
+                    sys.executable,
+                    "-m",
+                    "monitor",
+                    "record",
+                    str(apart),
+                    "--from-beginning",
+                    "--bootstrap",
+                    kafka_bootstrap,
+                    "--topic-prefix",
+                    prefix,
+                ],
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             try:
-                Simulation(cfg, KafkaSettings(bootstrap_servers=kafka_bootstrap,
-                                              topic_prefix=prefix)).run()
+                Simulation(
+                    cfg, KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix)
+                ).run()
                 obs.wait_for(lambda: obs.audit(pid, "procedure_closed"), 5.0)
                 time.sleep(0.3)
                 stops = obs.commands(pid, "safe_stop")
@@ -80,8 +98,7 @@ def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 _, err = recorder.communicate(timeout=30)
                 assert recorder.returncode == 0, err.decode(errors="replace")
         # run_monitor has stopped the monitor (SIGTERM): the recording is closed.
-        yield LiveRun(pid, topics, recording, apart, stops, audit, mon.log(),
-                      mon.proc.returncode)
+        yield LiveRun(pid, topics, recording, apart, stops, audit, mon.log(), mon.proc.returncode)
     finally:
         with contextlib.suppress(Exception):
             admin = admin_client(kafka_bootstrap)
@@ -92,8 +109,13 @@ def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def _replay(recording: Path, *extra: str, stderr: list[str] | None = None) -> bytes:
-    res = subprocess.run([sys.executable, "-m", "monitor", "replay", str(recording), *extra],
-                         cwd=REPO, capture_output=True, timeout=120, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "monitor", "replay", str(recording), *extra],
+        cwd=REPO,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr.decode(errors="replace")
     if stderr is not None:
         stderr.extend(res.stderr.decode().splitlines())
@@ -110,8 +132,11 @@ def _lines(out: bytes) -> list[dict[str, Any]]:
 
 
 def _episodes(kinds_and_data: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, str]]:
-    return [(k, d["rule"]) for k, d in kinds_and_data
-            if k in ("safe_stop_issued", "breach_while_latched", "rearm_accepted")]
+    return [
+        (k, d["rule"])
+        for k, d in kinds_and_data
+        if k in ("safe_stop_issued", "breach_while_latched", "rearm_accepted")
+    ]
 
 
 def test_live_run_was_recorded_and_stopped(live: LiveRun) -> None:
@@ -130,12 +155,17 @@ def test_replay_is_byte_identical(replayed: tuple[bytes, bytes]) -> None:
     assert a == b
 
 
-def test_replay_reaches_the_live_first_safe_stop(live: LiveRun,
-                                                 replayed: tuple[bytes, bytes]) -> None:
+def test_replay_reaches_the_live_first_safe_stop(
+    live: LiveRun, replayed: tuple[bytes, bytes]
+) -> None:
     lines = _lines(replayed[0])
-    stops = [x["command"] for x in lines
-             if x["decision"] == "command" and x["command"]["type"] == "safe_stop"
-             and x["command"]["procedure_id"] == live.pid]
+    stops = [
+        x["command"]
+        for x in lines
+        if x["decision"] == "command"
+        and x["command"]["type"] == "safe_stop"
+        and x["command"]["procedure_id"] == live.pid
+    ]
     assert stops, "the replay issued no safe_stop"
     live_first = live.stops[0]
     assert stops[0]["policy"]["rule"] == live_first["policy"]["rule"] == "heartbeat_silence"
@@ -146,15 +176,19 @@ def test_replay_reaches_the_live_first_safe_stop(live: LiveRun,
     skew_s = (live_first["issued_at"] - stops[0]["issued_at"]) / 1e9
     assert -0.05 < skew_s < 0.5, skew_s
     # Same breach episodes, in the same order, as the live monitor audited.
-    replay_events = [(x["kind"], x["data"]) for x in lines
-                     if x["decision"] == "event" and x["procedure_id"] == live.pid]
+    replay_events = [
+        (x["kind"], x["data"])
+        for x in lines
+        if x["decision"] == "event" and x["procedure_id"] == live.pid
+    ]
     live_events = [(e["event"], e["data"]) for e in live.audit]
     assert _episodes(replay_events) == _episodes(live_events), (
-        _episodes(replay_events), _episodes(live_events))
+        _episodes(replay_events),
+        _episodes(live_events),
+    )
 
 
-def test_replay_shows_the_garbage_as_rejected(live: LiveRun,
-                                              replayed: tuple[bytes, bytes]) -> None:
+def test_replay_shows_the_garbage_as_rejected(live: LiveRun, replayed: tuple[bytes, bytes]) -> None:
     rejected = [x for x in _lines(replayed[0]) if x["decision"] == "rejected"]
     assert len(rejected) == GARBAGE, rejected
     assert {x["topic"] for x in rejected} == {live.topics.telemetry_console}
@@ -173,8 +207,11 @@ def test_replay_honours_the_recorded_ack_like_the_live_run(live: LiveRun) -> Non
     assert "ack_unmatched" not in kinds
     assert "safe_stop_acknowledged" in kinds
     assert "safe_stop_escalated" not in kinds
-    first = next(x["command"] for x in out if x["decision"] == "command"
-                 and x["command"]["type"] == "safe_stop")
+    first = next(
+        x["command"]
+        for x in out
+        if x["decision"] == "command" and x["command"]["type"] == "safe_stop"
+    )
     assert first["command_id"] == live.stops[0]["command_id"]
 
 
@@ -187,14 +224,19 @@ def test_replay_takes_the_monitor_id_from_the_recording(live: LiveRun) -> None:
     kinds = [x["kind"] for x in out if x["decision"] == "event" and x["procedure_id"] == live.pid]
     assert "safe_stop_acknowledged" in kinds
     assert "ack_unmatched" not in kinds and "safe_stop_escalated" not in kinds
-    first = next(x["command"] for x in out if x["decision"] == "command"
-                 and x["command"]["type"] == "safe_stop"
-                 and x["command"]["procedure_id"] == live.pid)
+    first = next(
+        x["command"]
+        for x in out
+        if x["decision"] == "command"
+        and x["command"]["type"] == "safe_stop"
+        and x["command"]["procedure_id"] == live.pid
+    )
     assert first["command_id"] == live.stops[0]["command_id"]
 
 
 def test_a_separate_recorder_names_the_monitor_and_replay_says_what_did_not_match(
-        live: LiveRun) -> None:
+    live: LiveRun,
+) -> None:
     """`telesafe record` learns the owning monitor from the commands topic. It hears records
     at other moments than the monitor did (the procedure's opening time is part of every
     command id), so the replayed ids may differ: then the replay must say so."""
@@ -222,6 +264,7 @@ def test_monitor_stops_cleanly_and_keeps_the_whole_recording(live: LiveRun) -> N
     SIGTERM, svc.stop() aborted and recorder.close() never ran (the tail was lost)."""
     assert "Traceback" not in live.log, live.log[-2000:]
     assert live.returncode == 0
-    ends = [json.loads(x) for x in live.recording.read_text().splitlines()
-            if '"procedure_end"' in x]
+    ends = [
+        json.loads(x) for x in live.recording.read_text().splitlines() if '"procedure_end"' in x
+    ]
     assert [e["value"]["procedure_id"] for e in ends] == [live.pid]
