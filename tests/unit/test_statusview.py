@@ -123,3 +123,18 @@ def test_status_without_a_monitor_exits_3_in_one_line(capsys: pytest.CaptureFixt
     assert capsys.readouterr().err.splitlines() == [
         "telesafe status: cannot reach a monitor at http://127.0.0.1:1/status: Connection refused"
     ]
+
+
+def test_a_busy_http_port_is_named() -> None:
+    import argparse
+    import errno
+
+    from monitor.service.cli import _why
+
+    args = argparse.Namespace(http_host="127.0.0.1", http_port=9108)
+    busy = OSError(errno.EADDRINUSE, "Address already in use")
+    assert _why(busy, args) == (
+        "HTTP port 127.0.0.1:9108 is already in use (another monitor?); choose another with "
+        "--http-port (0: any free port)"
+    )
+    assert _why(ValueError("line one\nline two"), args) == "line one; line two"
