@@ -66,18 +66,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "and print a summary. Other traffic on the broker does not affect it.",
     )
     p.add_argument(
-        "--duration", type=seconds, default=12.0, help="seconds of surgery (default %(default)s)"
+        "--duration",
+        type=seconds,
+        default=12.0,
+        metavar="SECONDS",
+        help="length of the procedure (default %(default)s)",
     )
     p.add_argument(
         "--fault-at",
         type=seconds,
         default=4.0,
+        metavar="SECONDS",
         help="seconds into the procedure when the robot's heartbeats stop (default %(default)s)",
     )
     p.add_argument(
         "--outage",
         type=seconds,
         default=1.5,
+        metavar="SECONDS",
         help="seconds the robot's heartbeats stay away (default %(default)s)",
     )
     where = p.add_mutually_exclusive_group()
@@ -105,12 +111,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--workdir",
         default=".telesafe/demo",
+        metavar="DIR",
         help="ledger, keys, monitor log and report (default %(default)s)",
     )
     p.add_argument(
         "--http-port",
         type=port_or_any,
         default=0,
+        metavar="PORT",
         help="the monitor's /metrics, /status port (default 0: any free port)",
     )
     p.set_defaults(func=run_demo)
