@@ -399,7 +399,7 @@ def trials(bootstrap: str, prefix: str, cmds: Commands, n: int, kind: str) -> li
                 tt = time.time_ns()
                 body = (
                     KIN_HEAD % (pid, seqs[pid, "robot"], tt)
-                    + ('{"t":%d,"p":[0.0,0.0,-300.0],"v":[0.0,0.0,0.0]}' % tt)
+                    + (f'{{"t":{tt},"p":[0.0,0.0,-300.0],"v":[0.0,0.0,0.0]}}')
                     + "]}"
                 )
                 seqs[pid, "robot"] += 1

@@ -24,9 +24,12 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    disable_created_metrics,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series on /metrics
 
 # Bucket edges sit on every default policy threshold (ICD §7) so alert and dashboard
 # queries over histograms land exactly on the thresholds.

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
+from monitor.errors import EXIT_UNAVAILABLE, KafkaLayerError
+
 if TYPE_CHECKING:
     from monitor.kafka.profiles import AclGrant
 
@@ -25,8 +27,10 @@ DEFAULT_BACKEND: Backend = "confluent"
 OFFSET_END = -1  # "the end of the partition" wherever an offset is accepted
 
 
-class TransportError(Exception):
+class TransportError(KafkaLayerError):
     """A Kafka operation failed (broker unreachable, timeout, refused). One readable line."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 class TransportFatal(TransportError):

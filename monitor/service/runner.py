@@ -32,6 +32,7 @@ from monitor.broker.topics import check_layout
 from monitor.engine.clock import MS, Clock, Instant, SystemClock
 from monitor.engine.decisions import Decision, Event, PublishLatch, SendCommand
 from monitor.engine.engine import Engine, EngineConfig
+from monitor.errors import EXIT_USAGE, ServiceLayerError
 from monitor.icd.models import Latency
 from monitor.icd.topics import Topics
 from monitor.kafka import (
@@ -80,8 +81,10 @@ OWN_CAUGHT_UP_NS = 15 * MS
 Recorder = Any  # Callable[[Instant, str, bytes | None, bytes | None], None]
 
 
-class StartupError(Exception):
+class StartupError(ServiceLayerError):
     """The monitor cannot start as configured (one line, with the fix)."""
+
+    exit_code = EXIT_USAGE
 
 
 @dataclass
