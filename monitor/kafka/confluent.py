@@ -54,14 +54,20 @@ class _ClientErrors:
     def __init__(self, what: str) -> None:
         self.what = what
         self.fatal: str | None = None
+        self.fatal_code: int | None = None
         self.brokers_down_since: float | None = None
         self._last_logged: dict[int, float] = {}
 
     def __call__(self, err: ck.KafkaError) -> None:
         code = err.code()
-        if err.fatal():
+        if err.fatal() or code == ck.KafkaError._FATAL:
+            # error_cb reports a fatal error as _FATAL with the real cause only in its text.
             self.fatal = f"{self.what}: fatal Kafka client error: {err.str()}"
-            log.critical("%s", self.fatal)
+            if code == ck.KafkaError._FATAL and "instance ID is still used" in err.str():
+                code = ck.KafkaError.UNRELEASED_INSTANCE_ID
+            self.fatal_code = code
+            if code != ck.KafkaError.UNRELEASED_INSTANCE_ID:  # the consumer retries that one
+                log.critical("%s", self.fatal)
             return
         if code == ck.KafkaError._ALL_BROKERS_DOWN and self.brokers_down_since is None:
             self.brokers_down_since = time.monotonic()
@@ -95,10 +101,13 @@ class ConfluentConsumer:
         cfg["error_cb"] = self._errors
         cfg["logger"] = log
         self.kip848 = cfg.get("group.protocol") == "consumer"
+        self._cfg = cfg
         self._c = ck.Consumer(cfg)
         self._listener: RebalanceListener | None = None
         self._callback_error: BaseException | None = None
         self._co_topics: list[str] = []
+        self._driver: list[str] = []
+        self._rejoin_at: float | None = None
 
     # -- group membership ------------------------------------------------------------
 
@@ -111,10 +120,13 @@ class ConfluentConsumer:
         here. The server-side `range` assignor co-partitions but reshuffles survivors.
         """
         self._listener = listener
-        driver = list(topics) if not self.kip848 else list(topics)[:1]
+        self._driver = list(topics) if not self.kip848 else list(topics)[:1]
         self._co_topics = [] if not self.kip848 else list(topics)[1:]
+        self._subscribe()
+
+    def _subscribe(self) -> None:
         self._c.subscribe(
-            driver,
+            self._driver,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
@@ -124,6 +136,8 @@ class ConfluentConsumer:
         return parts + [ck.TopicPartition(t, p.partition) for p in parts for t in self._co_topics]
 
     def _on_assign(self, consumer: ck.Consumer, parts: list[ck.TopicPartition]) -> None:
+        if consumer is not self._c:  # a replaced client closing in its own thread
+            return
         try:
             parts = self._with_co(parts)
             tps = [_tp(p) for p in parts]
@@ -140,6 +154,8 @@ class ConfluentConsumer:
             self._callback_error = exc
 
     def _on_revoke(self, consumer: ck.Consumer, parts: list[ck.TopicPartition]) -> None:
+        if consumer is not self._c:
+            return
         parts = self._with_co(parts)
         try:
             if self._listener:
@@ -150,6 +166,8 @@ class ConfluentConsumer:
             self._unassign(consumer, parts)
 
     def _on_lost(self, consumer: ck.Consumer, parts: list[ck.TopicPartition]) -> None:
+        if consumer is not self._c:
+            return
         parts = self._with_co(parts)
         try:
             if self._listener:
@@ -177,7 +195,37 @@ class ConfluentConsumer:
 
     # -- reading -----------------------------------------------------------------------
 
+    def _unreleased(self) -> bool:
+        """A static member restarted within its session timeout (a pod's container after a
+        SIGKILL): the broker refuses the instance id until the old member's session ends,
+        and librdkafka makes that fatal. Rejoin with a fresh client until it is released;
+        a second live process with the same id is refused for ever, and says so."""
+        if self._rejoin_at is None:
+            if self._errors.fatal_code != ck.KafkaError.UNRELEASED_INSTANCE_ID:
+                return False
+            log.warning(
+                "consumer: group instance id %s is still held by its previous member; "
+                "rejoining when its session times out",
+                self._cfg.get("group.instance.id"),
+            )
+            lost = [_tp(p) for p in self._c.assignment()]
+            if lost and self._listener is not None:
+                self._listener.lost(lost)
+            self.close(2.0)
+            # A fresh, unsubscribed client at once, so assignment() and friends still work.
+            self._errors.fatal = self._errors.fatal_code = None
+            self._c = ck.Consumer(self._cfg)
+            self._rejoin_at = time.monotonic() + 0.5
+        if time.monotonic() < self._rejoin_at:
+            return True
+        self._rejoin_at = None
+        self._subscribe()
+        return False
+
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
+        if self._unreleased():
+            time.sleep(max(0.0, min(timeout_s, 0.05)))
+            return []
         self._errors.check()
         # Block only for the first record; then take what is already fetched, without
         # waiting (consume(n, t) would wait for n records or the whole timeout).
