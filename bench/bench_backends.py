@@ -597,6 +597,67 @@ def capacity(
     return {"steps": out, "knee_procedures": max((s["procedures"] for s in ok), default=0)}
 
 
+def overload(
+    bootstrap: str, work: Path, knee: int, over_s: float = 60, after_s: float = 30, probes: int = 5
+) -> dict[str, Any]:
+    """2x the knee for `over_s`, then 50 % of it for `after_s` (confluent). Probes (trial
+    procedures of the bench's own emulator) breach the box or go silent during it."""
+    half, extra = max(1, knee // 2), max(1, 2 * knee - knee // 2)
+    with fresh_topics(bootstrap) as prefix:
+        mon = Monitor(bootstrap, prefix, "confluent", work)
+        try:
+            cmds = Commands(bootstrap, prefix)
+            cmds.start()
+            t_start = time.perf_counter()
+            base = run_loadgen(bootstrap, prefix, half, over_s + after_s, "OVA")
+            burst = run_loadgen(bootstrap, prefix, extra, over_s, "OVB")
+            samples: list[tuple[float, float, float]] = []  # t, max lag s, busy
+            rss = 0.0
+            probe_box: list[float] = []
+            probe_sil: list[float] = []
+            prober = threading.Thread(
+                target=lambda: (
+                    time.sleep(15),
+                    probe_box.extend(trials(bootstrap, prefix, cmds, probes, "breach")),
+                    probe_sil.extend(trials(bootstrap, prefix, cmds, probes, "silence")),
+                ),
+                daemon=True,
+            )
+            prober.start()
+            while time.perf_counter() - t_start < over_s + after_s + 5:
+                lags = mon.metric("telesafe_consumer_lag_seconds").values()
+                busy = mon.metric("telesafe_monitor_busy_ratio").values()
+                samples.append(
+                    (time.perf_counter() - t_start, max(lags, default=0.0), max(busy, default=0.0))
+                )
+                rss = max(rss, rss_peak_mb(mon.proc.pid))
+                time.sleep(0.25)
+            base.wait(60)
+            burst.wait(60)
+            prober.join(60)
+            cmds.stop_flag.set()
+            cmds.join(5)
+        finally:
+            mon.stop()
+    healthy = [p for p in cmds.first_stop if p.startswith(("OVA", "OVB"))]
+    saturated_at = next((t for t, lag, busy in samples if lag > 0.1 and busy > 0.8), None)
+    behind = [t for t, lag, _ in samples if t > over_s and lag > 0.05]
+    caught_up_after_s = (max(behind) - over_s) if behind else 0.0
+    return {
+        "knee": knee,
+        "offered_over_per_s": 2 * knee * RECORDS_PER_PROC_S,
+        "healthy_latched": len(healthy),
+        "box_probes_latched": f"{len(probe_box)}/{probes}",
+        "box_probe_delay_ms": dist_ms(probe_box),
+        "silence_probes_latched": f"{len(probe_sil)}/{probes}",
+        "lag_max_s": r(max((lag for _, lag, _ in samples), default=0.0), 2),
+        "saturation_first_seen_s": r(saturated_at, 1),
+        "lag_under_50ms_after_overload_s": r(caught_up_after_s, 1),
+        "rss_peak_mb": r(rss, 1),
+        "lag_timeline": [(r(t, 1), r(lag, 3), r(b, 2)) for t, lag, b in samples[::8]],
+    }
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--loadgen":
         b, pfx, n, sec, tag = sys.argv[2:7]
@@ -610,6 +671,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=25.0, help="per load step")
     ap.add_argument("--trials", type=int, default=100, help="idle trials of each kind")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--knee", type=int, default=200, help="overload base without a capacity run")
     args = ap.parse_args()
     backends = args.backends.split(",")
     only = set(args.only.split(","))
@@ -633,6 +695,10 @@ def main() -> int:
             if "capacity" in only:
                 res[b]["capacity"] = capacity(args.bootstrap, b, work, steps, args.seconds)
                 print(f"{b} knee: {res[b]['capacity']['knee_procedures']}", flush=True)
+        if "overload" in only:
+            knee = res.get("confluent", {}).get("capacity", {}).get("knee_procedures") or args.knee
+            res["overload"] = overload(args.bootstrap, work, knee)
+            print(f"overload: {json.dumps(res['overload'])[:1500]}", flush=True)
         if "workers" in only and "confluent" in backends:
             res["confluent"]["workers2"] = capacity(
                 args.bootstrap,
