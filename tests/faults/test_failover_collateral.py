@@ -25,7 +25,11 @@ def test_sigkill_of_the_busiest_instance_leaves_the_survivors_undisturbed(
 ) -> None:
     r = failover_run(kafka_bootstrap, topic_prefix, tmp_path)
     s = r.summary()
-    assert r.false_stops == [], s
+    stops = [
+        f"{v['procedure_id']} by {v.get('monitor_id')}: {v['policy']['rule']} ({v['reason']})"
+        for v in r.false_stops
+    ]
+    assert not stops, (s, stops)
     assert r.moved_survivors == {}, s
     assert r.survivor_gap_max_ms <= SURVIVOR_GAP_DEADLINE_MS, s
     assert r.latch_ids_kept, s
