@@ -11,39 +11,17 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from monitor import events
 from monitor.engine.decisions import Event, SendCommand
 from monitor.icd.models import Rearm, SafeStop
 from monitor.metrics import MonitorMetrics
 
 log = logging.getLogger("telesafe.monitor")
 
-# Logged at INFO: what an operator following the log must see.
-LOUD = frozenset(
-    {
-        "safe_stop_issued",
-        "safe_stop_acknowledged",
-        "safe_stop_escalated",
-        "rearm_accepted",
-        "rearm_rejected",
-        "latch_closed",
-        "latch_close_rejected",
-        "procedure_started",
-        "procedure_ended",
-        "procedure_opened",
-        "warning_raised",
-        "warning_cleared",
-        "policy_unknown",
-        "operator_note",
-        "latch_restored",
-    }
-)
+# Logged at INFO: what an operator following the log must see (monitor.events: loud).
+LOUD = events.LOUD
 _TIMER_RULES = ("heartbeat_silence", "first_heartbeat")
-_OPERATOR_OUTCOMES = {
-    "rearm_accepted": ("rearm_request", "accepted"),
-    "rearm_rejected": ("rearm_request", "rejected"),
-    "latch_closed": ("latch_close", "accepted"),
-    "latch_close_rejected": ("latch_close", "rejected"),
-}
+_OPERATOR_OUTCOMES = events.REQUEST_OUTCOMES
 
 
 class Sensor:
