@@ -16,6 +16,8 @@ from monitor.engine.clock import MS, Instant
 from monitor.engine.decisions import Decision, Event, PublishLatch
 from monitor.engine.latch_state import LatchState
 from monitor.engine.procedure import ProcedureMonitor
+from monitor.engine.requests import request_fields
+from monitor.events import EventKind as K
 from monitor.icd.models import AnyOperator, AnyTelemetry, MonitorStatus, Note, ProcedureStart
 from monitor.policy.loader import PackRegistry
 
@@ -95,7 +97,7 @@ class Engine:
         if pack is None:
             out.append(
                 Event(
-                    "policy_unknown",
+                    K.POLICY_UNKNOWN,
                     proc.procedure_id,
                     now.mono_ns,
                     now.utc_ns,
@@ -120,7 +122,7 @@ class Engine:
         if isinstance(req, Note):
             return [
                 Event(
-                    "operator_note",
+                    K.OPERATOR_NOTE,
                     req.procedure_id,
                     now.mono_ns,
                     now.utc_ns,
@@ -132,10 +134,10 @@ class Engine:
                 )
             ]
         seen = self._remember_request(req.request_id, req.requested_at, now)
-        if proc is not None and req.request_id in proc.seen_requests:
+        if proc is not None and req.request_id in proc.latch.seen_requests:
             seen = True
         if proc is None:
-            kind = "latch_close_rejected" if req.type == "latch_close" else "rearm_rejected"
+            kind = K.LATCH_CLOSE_REJECTED if req.type == "latch_close" else K.REARM_REJECTED
             if req.procedure_id in self._ended:
                 why = "procedure has ended and its latch (if any) was closed: nothing to clear"
             else:
@@ -146,14 +148,7 @@ class Engine:
                     req.procedure_id,
                     now.mono_ns,
                     now.utc_ns,
-                    {
-                        "operator_id": req.operator_id,
-                        "reason": req.reason,
-                        "request_id": req.request_id,
-                        "requested_command_id": req.command_id,
-                        "requested_at": req.requested_at,
-                        "rejected_because": [why],
-                    },
+                    {**request_fields(req), "rejected_because": [why]},
                 )
             ]
         ops = self.config.operators
@@ -178,27 +173,7 @@ class Engine:
         """Count a dead-lettered record against its procedure (no decision, no liveness)."""
         proc = self.procedures.get(procedure_id) if procedure_id else None
         if proc is not None and site in ("console", "robot"):
-            proc.sites["console" if site == "console" else "robot"].rejected += 1
-
-    def exclude_deaf(self, start_ns: int, end_ns: int, now: Instant) -> list[Decision]:
-        """The monitor could not hear between start and end (see ProcedureMonitor)."""
-        out: list[Decision] = []
-        for proc in list(self.procedures.values()):
-            proc.exclude_deaf(start_ns, end_ns)
-            self._after(proc, out, now)
-        out.append(
-            Event(
-                "monitor_deaf",
-                None,
-                now.mono_ns,
-                now.utc_ns,
-                {
-                    "duration_ms": round((end_ns - start_ns) / MS, 3),
-                    "procedures": len(self.procedures),
-                },
-            )
-        )
-        return out
+            proc.on_rejected("console" if site == "console" else "robot")
 
     # -- ownership (scale-out) -------------------------------------------------------------
 
@@ -219,7 +194,7 @@ class Engine:
             proc = ProcedureMonitor(pid, pack, now, self.config.monitor_id, self._summary_ns)
             self.procedures[pid] = proc
             out.append(_opened(proc, "latch_state", None, now))
-        if proc.latch is None:
+        if proc.latch.current is None:
             out.extend(proc.restore_latch(state, now))
         self._after(proc, out, now)
         return out
@@ -232,11 +207,11 @@ class Engine:
             return []
         return [
             Event(
-                "procedure_released",
+                K.PROCEDURE_RELEASED,
                 procedure_id,
                 now.mono_ns,
                 now.utc_ns,
-                {"state": proc.state, "latched": proc.latch is not None},
+                {"state": proc.state, "latched": proc.latch.current is not None},
             )
         ]
 
@@ -271,22 +246,23 @@ class Engine:
 
     def _after(self, proc: ProcedureMonitor, out: list[Decision], now: Instant) -> None:
         pid = proc.procedure_id
-        if proc.latch_changed and not proc.closed:
-            proc.latch_changed = False
+        latch = proc.latch
+        if latch.changed and not proc.closed:
+            latch.changed = False
             out.append(PublishLatch(pid, proc.latch_state(), now.mono_ns))
         if proc.closed:
             del self.procedures[pid]
             self._registered.pop(pid, None)
-            self._ended[pid] = {name: s.last_seq for name, s in proc.sites.items()}
+            self._ended[pid] = proc.last_seqs()
             if len(self._ended) > self.config.ended_memory:
                 self._ended.popitem(last=False)
             data: dict[str, Any] = {"final_state": proc.state}
-            if proc.latch is not None:  # acknowledged: it closes with its procedure (§7)
+            if latch.current is not None:  # acknowledged: it closes with its procedure (§7)
                 data["closed_latch"] = {
-                    "command_id": proc.latch.command.command_id,
-                    "ack_result": proc.latch.ack_result,
+                    "command_id": latch.current.command.command_id,
+                    "ack_result": latch.current.ack_result,
                 }
-            out.append(Event("procedure_closed", pid, now.mono_ns, now.utc_ns, data))
+            out.append(Event(K.PROCEDURE_CLOSED, pid, now.mono_ns, now.utc_ns, data))
             # A tombstone: no instance may ever restore a latch of a closed procedure.
             out.append(PublishLatch(pid, None, now.mono_ns))
             return
@@ -307,54 +283,15 @@ class Engine:
         return [(pid, p.status()) for pid, p in self.procedures.items()]
 
     def snapshot(self, now: Instant) -> dict[str, Any]:
-        """Current signal values per procedure, for gauges and the status view."""
-        out: dict[str, Any] = {}
-        for pid, p in self.procedures.items():
-            sites = {}
-            for name, s in p.sites.items():
-                age = None if s.last_fresh_hb is None else (now.mono_ns - s.last_fresh_hb) / 1e9
-                sites[name] = {
-                    "heartbeat_age_s": age,
-                    "jitter_ms": s.jitter_ms,
-                    "loss_ratio": s.loss_ratio,
-                    "duplicates": s.duplicates,
-                    "lost": s.lost,
-                    "stale": s.stale,
-                    "state": s.state,
-                }
-            channels = {}
-            for cname, ch in p.channels.items():
-                ch.window.expire(now.mono_ns)
-                channels[cname] = {q: ch.window.quantile(float(q)) for q in ("0.5", "0.95", "0.99")}
-            out[pid] = {
-                "state": p.state,
-                "pack": p.loaded.name,
-                "sites": sites,
-                "channels": channels,
-                "arms": {
-                    a: {"margin_mm": t.margin_mm, "speed_mm_s": t.speed_mm_s}
-                    for a, t in p.arms.items()
-                },
-                "warnings": [f"{w.rule}:{w.subject}" for w in p.warnings.active.values()],
-                "latch": None
-                if p.latch is None
-                else {
-                    "rule": p.latch.rule,
-                    "command_id": p.latch.command.command_id,
-                    "issued_at": p.latch.command.issued_at,
-                    "ended": p.ended,
-                    "resends": p.latch.resends,
-                    "ack": p.latch.ack_result,
-                    "escalated": p.latch.escalated,
-                },
-            }
-        return out
+        """Each procedure's state and signals at `now`, for gauges and `/status`. Changes
+        nothing: a view taken at any time leaves every later decision as it was."""
+        return {pid: p.snapshot(now).to_json() for pid, p in self.procedures.items()}
 
 
 def _opened(proc: ProcedureMonitor, by: str, site: str | None, now: Instant) -> Event:
     lp = proc.loaded
     return Event(
-        "procedure_opened",
+        K.PROCEDURE_OPENED,
         proc.procedure_id,
         now.mono_ns,
         now.utc_ns,
