@@ -20,6 +20,7 @@ from monitor.engine.requests import request_fields
 from monitor.events import EventKind as K
 from monitor.icd.models import AnyOperator, AnyTelemetry, MonitorStatus, Note, ProcedureStart
 from monitor.policy.loader import PackRegistry
+from monitor.snapshot import ProcedureSnapshot
 
 
 @dataclass(frozen=True)
@@ -282,10 +283,10 @@ class Engine:
         """Procedures owed a monitor_heartbeat (ICD §4.2) and the status to send."""
         return [(pid, p.status()) for pid, p in self.procedures.items()]
 
-    def snapshot(self, now: Instant) -> dict[str, Any]:
+    def snapshot(self, now: Instant) -> dict[str, ProcedureSnapshot]:
         """Each procedure's state and signals at `now`, for gauges and `/status`. Changes
         nothing: a view taken at any time leaves every later decision as it was."""
-        return {pid: p.snapshot(now).to_json() for pid, p in self.procedures.items()}
+        return {pid: p.snapshot(now) for pid, p in self.procedures.items()}
 
 
 def _opened(proc: ProcedureMonitor, by: str, site: str | None, now: Instant) -> Event:

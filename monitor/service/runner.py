@@ -57,6 +57,7 @@ from monitor.service.ownership import Ownership, Shard
 from monitor.service.publisher import Publisher, Signer
 from monitor.service.sensor import Sensor
 from monitor.service.timekeeping import next_beat, poll_timeout_s, stamp, wake_at
+from monitor.snapshot import ProcedureSnapshot
 
 log = logging.getLogger("telesafe.monitor")
 
@@ -521,8 +522,7 @@ class MonitorService:
 
     def _housekeeping(self, now: Instant) -> None:
         offsets: dict[TopicPartition, int] = {}
-        procedures: dict[str, Any] = {}
-        limits: dict[str, float] = {}
+        procedures: dict[str, ProcedureSnapshot] = {}
         withheld: set[str] = set()
         lag_by_number: dict[str, float] = {}
         for shard in self.ownership.shards.values():
@@ -533,9 +533,6 @@ class MonitorService:
             lag_by_number[str(shard.number)] = lag
             if lag * 1e9 > self._withhold_ns:
                 withheld |= set(snap)
-            for pid in snap:
-                proc = shard.engine.procedures[pid]
-                limits[pid] = proc.policy.heartbeat.stop_silence_ms / 1e3
         self.offsets.processed(self.audit.submitted(), offsets)
         self._commit()
         gone = self._known - procedures.keys()
@@ -544,9 +541,9 @@ class MonitorService:
         self.sensor.forget(gone)
         self._known = set(procedures)
         for pid, p in procedures.items():
-            self.sensor.site_counts(pid, p["sites"])
+            self.sensor.site_counts(pid, p.sites)
         self.metrics.per_procedure.publish(
-            ProcedureView(time.monotonic_ns(), procedures, limits, frozenset(withheld))
+            ProcedureView(time.monotonic_ns(), procedures, frozenset(withheld))
         )
         m = self.metrics
         for number, lag in lag_by_number.items():
@@ -560,7 +557,7 @@ class MonitorService:
         m.ledger_pending.set(stats.get("queue_depth", 0))
         self._status_cache = {
             "monitor_id": self.options.monitor_id,
-            "procedures": procedures,
+            "procedures": {pid: p.to_json() for pid, p in procedures.items()},
             "assigned_partitions": sum(len(s.time.heard) for s in self.ownership.shards.values()),
             "lag_seconds": lag_by_number,
             "withheld": sorted(withheld),

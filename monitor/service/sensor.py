@@ -15,6 +15,7 @@ from monitor import events
 from monitor.engine.decisions import Event, SendCommand
 from monitor.icd.models import Rearm, SafeStop
 from monitor.metrics import MonitorMetrics
+from monitor.snapshot import SiteSnapshot
 
 log = logging.getLogger("telesafe.monitor")
 
@@ -90,8 +91,11 @@ class Sensor:
         self.m.rejected.labels(source_kind, code).inc()
         log.warning("rejected record %s: %s", source, reason)
 
-    def site_counts(self, pid: str, sites: Mapping[str, Mapping[str, Any]]) -> None:
-        """Carry the engine's per-procedure duplicate/lost/stale counts into the counters."""
+    def site_counts(
+        self, pid: str, sites: Mapping[str, SiteSnapshot] | Mapping[str, Mapping[str, Any]]
+    ) -> None:
+        """Carry the engine's per-procedure duplicate/lost/stale counts into the counters
+        (from a snapshot, or the final counts of a `procedure_ended` event)."""
         m = self.m
         for site, s in sites.items():
             for kind, counter in (
@@ -99,7 +103,8 @@ class Sensor:
                 ("lost", m.lost),
                 ("stale", m.stale),
             ):
-                now_count = int(s.get(kind) or 0)
+                n = s.get(kind) if isinstance(s, Mapping) else getattr(s, kind)
+                now_count = int(n or 0)
                 key = (pid, site, kind)
                 delta = now_count - self._site_counts.get(key, 0)
                 if delta > 0:

@@ -6,7 +6,9 @@ from typing import Any
 
 from rich.table import Table
 
-_STATE_STYLE = {
+from monitor.snapshot import ProcedureSnapshot, State
+
+_STATE_STYLE: dict[State, str] = {
     "armed": "green",
     "pending": "cyan",
     "warning": "yellow",
@@ -21,6 +23,7 @@ def _ms(v: float | None, scale: float = 1.0) -> str:
 
 
 def render(snap: dict[str, Any]) -> Table:
+    """The table of a `/status` answer (its `procedures` as `ProcedureSnapshot.to_json()`)."""
     t = Table(
         title=f"telesafe monitor {snap.get('monitor_id', '?')} — "
         f"{len(snap.get('procedures', {}))} procedure(s)"
@@ -37,26 +40,23 @@ def render(snap: dict[str, Any]) -> Table:
         "safe-stop",
     ):
         t.add_column(col)
-    for pid, p in sorted(snap.get("procedures", {}).items()):
-        sites, ch = p["sites"], p["channels"]
-        latch = p.get("latch")
+    for pid, raw in sorted(snap.get("procedures", {}).items()):
+        p = ProcedureSnapshot.from_json(raw)
+        latch = p.latch
         stop = (
             "–"
-            if not latch
-            else (
-                f"{latch['rule']} · ack {latch['ack'] or 'pending'} · re-sends {latch['resends']}"
-            )
+            if latch is None
+            else f"{latch.rule} · ack {latch.ack or 'pending'} · re-sends {latch.resends}"
         )
-        st = p["state"]
         t.add_row(
             pid,
-            f"[{_STATE_STYLE.get(st, '')}]{st}",
-            p["pack"],
-            _ms(sites["console"]["heartbeat_age_s"], 1e3),
-            _ms(sites["robot"]["heartbeat_age_s"], 1e3),
-            _ms(ch["control"]["0.95"]),
-            _ms(ch["video"]["0.95"]),
-            ", ".join(p["warnings"]) or "–",
+            f"[{_STATE_STYLE.get(p.state, '')}]{p.state}",
+            p.pack,
+            _ms(p.sites["console"].heartbeat_age_s, 1e3),
+            _ms(p.sites["robot"].heartbeat_age_s, 1e3),
+            _ms(p.channels["control"].p95),
+            _ms(p.channels["video"].p95),
+            ", ".join(p.warnings) or "–",
             stop,
         )
     return t

@@ -100,8 +100,7 @@ def step(d: Driver, ck: Checker, act: tuple[Any, ...]) -> list[Decision]:
 
 def invariants(d: Driver, out: list[Decision]) -> None:
     statuses = dict(d.engine.statuses())
-    for p in d.engine.procedures:
-        snap = d.snapshot(p)
+    for p, snap in d.engine.snapshot(d.now()).items():
         if snap.latch is not None:
             assert statuses[p] == "safe_stop_latched", (p, snap.state, statuses[p])
             assert snap.state in ("safe_stop_latched", "safe_stopped"), (p, snap.state)

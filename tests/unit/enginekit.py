@@ -262,7 +262,7 @@ class Driver:
 
     def snapshot(self, pid: str | None = None) -> ProcedureSnapshot:
         """The procedure as `/status` shows it now."""
-        return self.engine.procedures[pid or self.pid].snapshot(self.now())
+        return self.engine.snapshot(self.now())[pid or self.pid]
 
     def status(self, pid: str | None = None) -> str:
         """The status its monitor_heartbeat carries now (ICD §4.2)."""
