@@ -1,8 +1,17 @@
 """The rules engine: routes records to procedures and runs their timers.
 
-Pure by construction: every method takes the current `Instant` and returns decisions.
-Drivers (the Kafka service, `telesafe replay`, tests) own the clock and call `tick()` at
+Pure by construction: every method takes the current `Instant` and returns decisions
+(`SendCommand`, `Event`, `PublishLatch`, in the order they must be acted on). Drivers (the
+Kafka service, `telesafe replay`, tests) own the clock and call `tick()` at
 `next_deadline()`, so a deadline fires even when no further record arrives.
+
+The driver's contract, for every method that takes `now`:
+- `now.mono_ns` never goes backwards between calls (the engine keeps one timeline);
+- before handing over a record at `now`, the driver has called `tick` at every
+  `next_deadline()` at or before `now`: a timer then fires before a record heard after
+  it, exactly as in a replay;
+- the same inputs at the same instants give the same decisions, byte for byte (command
+  ids included), so a replay reproduces a live run.
 """
 
 from __future__ import annotations
@@ -25,7 +34,9 @@ from monitor.snapshot import ProcedureSnapshot
 
 @dataclass(frozen=True)
 class EngineConfig:
-    monitor_id: str = "telesafe-1"
+    """Settings of one engine (one per partition number in the service)."""
+
+    monitor_id: str = "telesafe-1"  # stamped on commands; part of every command id
     # None: any operator id may re-arm (development default, announced at start-up).
     operators: frozenset[str] | None = None
     summary_interval_ms: float = 1000.0
@@ -34,6 +45,11 @@ class EngineConfig:
 
 
 class Engine:
+    """Every procedure of one partition number (one shard), and their timers.
+
+    `procedures` maps the procedures in progress to their monitors; read it to list them,
+    never to change them (`release` and the engine itself do)."""
+
     def __init__(self, packs: PackRegistry, config: EngineConfig | None = None) -> None:
         self.packs = packs
         self.config = config or EngineConfig()
@@ -52,6 +68,15 @@ class Engine:
     # -- input -----------------------------------------------------------------------------
 
     def on_telemetry(self, rec: AnyTelemetry, now: Instant) -> list[Decision]:
+        """Judge a telemetry record (ICD §3) heard at `now`; returns what to publish and
+        record, commands first.
+
+        `rec` has passed ICD §6 validation (decode and signature); `now` is when the monitor
+        heard it (the broker's append time in the service, `received_at` in a replay) and
+        satisfies the module's driver contract. A record of an unknown procedure opens it:
+        a procedure_start always, any other record only when fresh (within the default
+        pack's `stale_after_ms`), and never a straggler of a procedure that has ended.
+        A duplicate (seq at or below the site's last) is counted and otherwise ignored."""
         pid = rec.procedure_id
         proc = self.procedures.get(pid)
         out: list[Decision] = []
@@ -114,11 +139,14 @@ class Engine:
         proc.apply_pack(pack, now, out)
 
     def on_operator(self, req: AnyOperator, now: Instant) -> list[Decision]:
-        """Act on an operator request (ICD §5) received at `now`; every outcome is an event.
+        """Act on an operator request (ICD §5) heard at `now`; every outcome is an event.
 
+        `req` has passed ICD §6 validation; `now` satisfies the module's driver contract.
         A re-arm or latch-close is acted on at most once: its request_id is remembered
-        whatever the outcome, and must name the latch it clears (ICD 1.1 §5.1, §5.3).
-        """
+        whatever the outcome, and must name the latch it clears (ICD 1.1 §5.1, §5.3). It
+        is accepted only from an operator in `EngineConfig.operators` (when set), while
+        fresh by the monitor's UTC clock, and, for a re-arm, when every rule family's
+        `health` is clear; an accepted re-arm returns a `rearm` command."""
         proc = self.procedures.get(req.procedure_id)
         if isinstance(req, Note):
             return [
@@ -171,7 +199,8 @@ class Engine:
         return False
 
     def on_rejected(self, procedure_id: str | None, site: str | None) -> None:
-        """Count a dead-lettered record against its procedure (no decision, no liveness)."""
+        """Count a dead-lettered record against its procedure (no decision, no liveness).
+        Unknown procedures and sites (the record could not say) are ignored."""
         proc = self.procedures.get(procedure_id) if procedure_id else None
         if proc is not None and site in ("console", "robot"):
             proc.on_rejected("console" if site == "console" else "robot")
@@ -181,8 +210,12 @@ class Engine:
     def restore(self, state: LatchState, now: Instant) -> list[Decision]:
         """Adopt a latched procedure from the latch-state topic after a partition moved here.
 
-        Precondition: `state` is the newest value of its procedure on `telesafe.state` (a
-        tombstone means there is nothing to restore, so it never reaches here).
+        The procedure stays latched with the same command id, re-sent at once (and every
+        resend interval) while unacknowledged; its seen request ids stay refused. A
+        procedure already latched here keeps its own latch. Precondition: `state` is the
+        newest value of its procedure on `telesafe.state` (a tombstone means there is
+        nothing to restore, so it never reaches here), and `now` satisfies the module's
+        driver contract.
         """
         pid = state.procedure_id
         out: list[Decision] = []
@@ -201,7 +234,9 @@ class Engine:
         return out
 
     def release(self, procedure_id: str, now: Instant) -> list[Decision]:
-        """Forget a procedure whose partition moved to another instance (it carries on there)."""
+        """Forget a procedure whose partition moved to another instance (it carries on
+        there); returns its `procedure_released` event (nothing for an unknown id). Its
+        latch is not tombstoned: the new owner restores it from `telesafe.state`."""
         proc = self.procedures.pop(procedure_id, None)
         self._registered.pop(procedure_id, None)
         if proc is None:
@@ -219,6 +254,9 @@ class Engine:
     # -- timers ----------------------------------------------------------------------------
 
     def next_deadline(self) -> int | None:
+        """The monitor-clock ns of the earliest timer of any procedure (None: none is
+        pending; the next record may add one). Call `tick` when the clock reaches it, and
+        ask again after every call: records, requests and ticks move it."""
         timers = self._timers
         while timers:
             when, _, pid = timers[0]
@@ -228,6 +266,12 @@ class Engine:
         return None
 
     def tick(self, now: Instant) -> list[Decision]:
+        """Run every timer due at or before `now`, in deadline order, each evaluated at its
+        own deadline (not at `now`): a late tick decides what a punctual one would have,
+        with the same command ids. A tick with nothing due returns nothing.
+
+        Precondition: no record or request heard after the earliest due deadline has been
+        handed over yet (the driver contract)."""
         out: list[Decision] = []
         timers = self._timers
         while timers and timers[0][0] <= now.mono_ns:
@@ -280,7 +324,8 @@ class Engine:
     # -- views -----------------------------------------------------------------------------
 
     def statuses(self) -> list[tuple[str, MonitorStatus]]:
-        """Procedures owed a monitor_heartbeat (ICD §4.2) and the status to send."""
+        """Procedures owed a monitor_heartbeat (ICD §4.2) and the status to send: every
+        procedure in progress, including an ended one whose safe-stop is unacknowledged."""
         return [(pid, p.status()) for pid, p in self.procedures.items()]
 
     def snapshot(self, now: Instant) -> dict[str, ProcedureSnapshot]:

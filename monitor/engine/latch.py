@@ -74,7 +74,13 @@ class Outcome:
 
 
 class Latch:
-    """The outcome sink of one procedure: its warnings and its safe-stop latch."""
+    """The outcome sink of one procedure: its warnings and its safe-stop latch.
+
+    `current` is the latch in force (None: not latched). Every method appends its
+    decisions to `out` in the order a driver must act on them (a command before the event
+    that records it). Preconditions, for every method: `now` does not go backwards, and
+    rules report each out-of-band observation when they make it (a warning clears
+    `clear_after_ms` after its last report)."""
 
     def __init__(
         self, procedure_id: str, monitor_id: str, opened: Instant, pack: LoadedPack
@@ -98,6 +104,7 @@ class Latch:
         self.warnings = WarningSet(int(pack.pack.alarms.clear_after_ms * MS))
 
     def event(self, kind: K, now: Instant, **data: Any) -> Event:
+        """An event of this procedure at `now` (its fields: docs/events.md)."""
         return Event(kind, self.procedure_id, now.mono_ns, now.utc_ns, data)
 
     def _policy_ref(self, rule: str) -> PolicyRef:
@@ -187,6 +194,8 @@ class Latch:
     # -- the robot's answer ----------------------------------------------------------------
 
     def on_ack(self, rec: SafeStopAck, now: Instant, out: list[Decision]) -> None:
+        """The robot's answer (ICD §3.7): the first ack of the latched command stops its
+        re-sends (a refusal escalates at once); an ack of any other id is only noted."""
         latched = self.current
         if latched is None or rec.command_id != latched.command.command_id:
             out.append(
@@ -265,8 +274,10 @@ class Latch:
         now: Instant,
         out: list[Decision],
     ) -> bool:
-        """Accept or refuse a request given its `problems`; either outcome is an event.
-        True if the latch was cleared (a re-arm also publishes a `rearm` command)."""
+        """Accept or refuse a request given its `problems` (`requests.request_problems`);
+        either outcome is an event. True if the latch was cleared (a re-arm also publishes
+        a `rearm` command). While latched, the request id is remembered either way and
+        published with the latch."""
         closing = isinstance(req, LatchClose)
         latched = self.current
         if latched is not None:

@@ -54,6 +54,11 @@ class SiteCounts:
 
 
 class ProcedureMonitor:
+    """One procedure, opened at `opened` (its first-heartbeat grace and the identity of
+    its command ids run from there). Driven by `Engine`, under the engine's driver
+    contract: `now` never goes backwards, and `tick` runs at `next_deadline()` before any
+    record heard after it. `state` is derived from the facts after every call."""
+
     def __init__(
         self,
         procedure_id: str,
@@ -134,7 +139,9 @@ class ProcedureMonitor:
     # -- records ---------------------------------------------------------------------------
 
     def on_telemetry(self, rec: AnyTelemetry, now: Instant) -> list[Decision]:
-        """Judge one record received at `now` (see `Engine.on_telemetry`)."""
+        """Judge one record received at `now` (see `Engine.on_telemetry`): duplicates are
+        counted and dropped, the rest routed to the rule family of its type (or the latch,
+        or the procedure's life); after the end only acknowledgements count."""
         out: list[Decision] = []
         site = self.sites[rec.site]
         if site.last_seq is not None and rec.seq <= site.last_seq:
