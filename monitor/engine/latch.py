@@ -82,6 +82,20 @@ class Latch:
     rules report each out-of-band observation when they make it (a warning clears
     `clear_after_ms` after its last report)."""
 
+    __slots__ = (
+        "changed",
+        "current",
+        "episode",
+        "loaded",
+        "monitor_id",
+        "opened_utc",
+        "policy",
+        "procedure_id",
+        "resend_ns",
+        "seen_requests",
+        "warnings",
+    )
+
     def __init__(
         self, procedure_id: str, monitor_id: str, opened: Instant, pack: LoadedPack
     ) -> None:

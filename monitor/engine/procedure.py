@@ -59,6 +59,29 @@ class ProcedureMonitor:
     contract: `now` never goes backwards, and `tick` runs at `next_deadline()` before any
     record heard after it. `state` is derived from the facts after every call."""
 
+    __slots__ = (
+        "_deadlines",
+        "_route",
+        "end_reason",
+        "ended",
+        "heartbeat",
+        "latch",
+        "latency",
+        "link",
+        "loaded",
+        "next_summary",
+        "opened",
+        "policy",
+        "procedure_id",
+        "rules",
+        "sites",
+        "stale_ns",
+        "started",
+        "state",
+        "summary_interval_ns",
+        "workspace",
+    )
+
     def __init__(
         self,
         procedure_id: str,
@@ -95,14 +118,20 @@ class ProcedureMonitor:
             ProcedureEnd: self._on_end,
         }
         for rule in self.rules:
-            self._route.update(dict.fromkeys(rule.records, rule.on_record))
-        self._deadlines = tuple(rule.deadline for rule in self.rules)  # bound once: hot path
-        self._configure(pack)
+            for rtype in rule.records:
+                self._route[rtype] = rule.on_record
+        self._deadlines = tuple([rule.deadline for rule in self.rules])  # bound once: hot path
+        self._own_pack(pack)
 
-    def _configure(self, pack: LoadedPack) -> None:
+    def _own_pack(self, pack: LoadedPack) -> None:
         self.loaded = pack
         self.policy = pack.pack
         self.stale_ns = int(pack.pack.stale_after_ms * MS)
+
+    def _configure(self, pack: LoadedPack) -> None:
+        """Judge by another pack from now on (the latch and the rules were built with the
+        first one)."""
+        self._own_pack(pack)
         self.latch.configure(pack)
         for rule in self.rules:
             rule.configure(pack.pack)

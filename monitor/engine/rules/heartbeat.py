@@ -32,6 +32,17 @@ class Liveness:
 
 
 class HeartbeatRule:
+    __slots__ = (
+        "first_ns",
+        "latch",
+        "opened_mono",
+        "pol",
+        "sites",
+        "stop_ns",
+        "unheard",
+        "warn_ns",
+    )
+
     records: ClassVar[tuple[type[Any], ...]] = (Heartbeat,)
 
     def __init__(self, latch: Latch, opened: Instant, pack: PolicyPack) -> None:

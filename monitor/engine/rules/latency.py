@@ -30,6 +30,8 @@ class ChannelTrack:
 
 
 class LatencyRule:
+    __slots__ = ("channels", "latch", "quantile")
+
     records: ClassVar[tuple[type[Any], ...]] = (Latency,)
 
     def __init__(self, latch: Latch, opened: Instant, pack: PolicyPack) -> None:

@@ -16,6 +16,8 @@ _LOSS = "{subject} link loss ratio {value:g} above {limit:g}"
 
 
 class LinkRule:
+    __slots__ = ("jitter", "last", "latch", "loss")
+
     records: ClassVar[tuple[type[Any], ...]] = (Link,)
 
     def __init__(self, latch: Latch, opened: Instant, pack: PolicyPack) -> None:

@@ -29,6 +29,8 @@ class ArmTrack:
 
 
 class WorkspaceRule:
+    __slots__ = ("arms", "latch", "ws")
+
     records: ClassVar[tuple[type[Any], ...]] = (Kinematics,)
 
     def __init__(self, latch: Latch, opened: Instant, pack: PolicyPack) -> None:
