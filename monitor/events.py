@@ -48,6 +48,7 @@ class EventKind(StrEnum):
     LATCH_CLOSED = "latch_closed"
     LATCH_CLOSE_REJECTED = "latch_close_rejected"
     OPERATOR_NOTE = "operator_note"
+    OPERATOR_REQUEST_REFUSED = "operator_request_refused"
     # The monitor itself (procedure_id null).
     MONITOR_STARTED = "monitor_started"
     MONITOR_STOPPED = "monitor_stopped"
@@ -268,6 +269,7 @@ EVENTS: dict[EventKind, EventSpec] = {
         (*_REQUEST, *_CLEARED, "end_reason", "resends"),
         actor="operator",
         lane="rearm",
+        checkpoint=True,
         loud=True,
         latch="always",
         answers=("latch_close", "accepted"),
@@ -286,6 +288,22 @@ EVENTS: dict[EventKind, EventSpec] = {
         ("operator_id", "text", "known_procedure"),
         actor="operator",
         lane="note",
+        loud=True,
+    ),
+    K.OPERATOR_REQUEST_REFUSED: EventSpec(
+        "an operator request refused before the rules engine (unsigned, unknown key, bad "
+        "signature, operator/key mismatch, malformed): a security event",
+        (
+            "source",
+            "reason",
+            "reason_class",
+            "claimed",
+            "key_id_presented",
+            "signed",
+            "value_bytes",
+        ),
+        source="service",
+        checkpoint=True,
         loud=True,
     ),
     K.MONITOR_STARTED: EventSpec(
