@@ -23,12 +23,15 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    disable_created_metrics,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from monitor import snapshot
 from monitor.snapshot import ProcedureSnapshot
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series on /metrics
 
 # Bucket edges sit on every default policy threshold (ICD §7) so alert and dashboard
 # queries over histograms land exactly on the thresholds.
@@ -67,6 +70,18 @@ GC_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.010, 0.020, 0.050, 0.100, 0.200)
 ACK_BUCKETS_S = (0.005, 0.010, 0.020, 0.050, 0.100, 0.200, 0.300, 0.500, 1.0, 2.0, 5.0)
 
 PROCEDURE_STATES = snapshot.PROCEDURE_STATES
+SECURITY_REASONS = (
+    "unsigned",
+    "unknown_key",
+    "bad_signature",
+    "operator_key_mismatch",
+    "schema",
+    "not_json",
+    "not_utf8",
+    "not_object",
+    "too_large",
+    "key_mismatch",
+)
 REJECT_REASONS = (
     "too_large",
     "not_utf8",
@@ -127,6 +142,17 @@ class MonitorMetrics:
             ["site"],
             registry=r,
         )
+        self.security_rejections = Counter(
+            "telesafe_security_rejections_total",
+            "Operator requests refused before the rules engine (unsigned, unknown key, bad "
+            "signature, operator/key mismatch, malformed): each is an audited security event.",
+            ["reason"],
+            registry=r,
+        )
+        # Every reason exists from the start (at 0): a counter that appears at 1 has no
+        # increase() in Prometheus, and the first forged request must page.
+        for reason in SECURITY_REASONS:
+            self.security_rejections.labels(reason)
         self.operator_requests = Counter(
             "telesafe_operator_requests_total",
             "Operator requests by type and outcome.",
@@ -144,6 +170,12 @@ class MonitorMetrics:
             "How far behind the monitor is on each partition number: the clock minus the "
             "instant up to which it has heard all of that partition's records (0: caught up).",
             ["partition"],
+            registry=r,
+        )
+        self.busy_ratio = Gauge(
+            "telesafe_monitor_busy_ratio",
+            "Share of the monitor loop's time spent working rather than waiting for records "
+            "(smoothed over about a second); near 1 with a growing lag: saturated.",
             registry=r,
         )
         self.assigned_partitions = Gauge(

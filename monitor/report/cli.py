@@ -7,25 +7,14 @@ Exit codes: 0 written; 1 the ledger failed verification, or the procedure is not
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
 from pathlib import Path
 
-from monitor.audit.checkpoint import KeyFileError, load_public_key
-from monitor.audit.store import LedgerError
+from monitor.argtypes import positive_int
+from monitor.audit.checkpoint import load_public_key
+from monitor.audit.cli import require_ledger
 from monitor.audit.verified import LedgerRefused
-from monitor.report.model import ReportError, UnknownProcedure
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-# Exit code of each failure, most specific first: a ledger that fails verification and an
-# unknown procedure are failures (1), anything else is bad input (2).
-_EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
-    (LedgerRefused, EXIT_FAILED),
-    (UnknownProcedure, EXIT_FAILED),
-    (ReportError, EXIT_USAGE),
-    (LedgerError, EXIT_USAGE),
-)
+from monitor.errors import EXIT_OK, UsageError
 
 _EPILOG = textwrap.dedent(
     """\
@@ -86,7 +75,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--run",
-        type=_positive,
+        type=positive_int,
         metavar="N",
         help="if the procedure id was opened more than once in the ledger, report on run N "
         "(1 = first; default: the latest)",
@@ -100,16 +89,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "records (its thresholds are drawn on the charts); the shipped rules/ is always searched",
     )
     p.set_defaults(func=run_report)
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} is not a positive run number")
-    return v
 
 
 def _safe_name(pid: str) -> str:
@@ -127,46 +106,32 @@ def run_report(args: argparse.Namespace) -> int:
         out = Path(f"report-{_safe_name(args.procedure)}.html")
     for target in (out, pdf):
         if target is not None and not target.parent.exists():
-            return _usage(f"{target.parent}: output directory does not exist")
+            raise UsageError(f"{target.parent}: output directory does not exist")
     if out is not None and pdf is not None and out.resolve() == pdf.resolve():
-        return _usage("--out and --pdf name the same file")
+        raise UsageError("--out and --pdf name the same file")
     if pdf is not None and not pdf_available():
-        return _usage(
+        raise PdfUnavailable(
             "--pdf needs WeasyPrint, which is not installed (or its native libraries are "
             "missing). Install the optional extra: pip install 'telesafe[pdf]', or print the "
             "HTML report to PDF from a browser."
         )
     for d in args.rules:
         if not Path(d).is_dir():
-            return _usage(f"--rules {d}: not a directory")
-    try:
-        pub = load_public_key(args.pubkey)
-    except KeyFileError as exc:
-        return _usage(str(exc))
+            raise UsageError(f"--rules {d}: not a directory")
+    require_ledger(Path(args.ledger))
+    pub = load_public_key(args.pubkey)
     try:
         vl = load_verified(args.ledger, pub)
-        report = build_report(vl, args.procedure, run=args.run, rules_dirs=args.rules)
-    except (ReportError, LedgerError) as exc:
-        code = next(c for kind, c in _EXIT_CODES if isinstance(exc, kind))
-        if isinstance(exc, LedgerRefused):
-            print(f"telesafe report: refusing to report: {exc}", file=sys.stderr)
-        elif code == EXIT_FAILED:
-            print(f"telesafe report: {exc}", file=sys.stderr)
-        else:
-            _usage(str(exc))
-        return code
+    except LedgerRefused as exc:
+        raise LedgerRefused(f"refusing to report: {exc}") from None
+    report = build_report(vl, args.procedure, run=args.run, rules_dirs=args.rules)
     html = render_html(report)
-    try:
-        if out is not None:
-            out.write_text(html, encoding="utf-8")
-            print(f"report: {out} ({len(html) // 1024} KiB)")
-        if pdf is not None:
-            write_pdf(html, pdf)
-            print(f"report: {pdf}")
-    except PdfUnavailable as exc:
-        return _usage(str(exc))
-    except OSError as exc:
-        return _usage(f"{exc.filename or ''}: {exc.strerror or exc}")
+    if out is not None:
+        out.write_text(html, encoding="utf-8")
+        print(f"report: {out} ({len(html) // 1024} KiB)")
+    if pdf is not None:
+        write_pdf(html, pdf)
+        print(f"report: {pdf}")
     stops = len(report.stops)
     cp = report.checkpoint
     print(
@@ -175,8 +140,3 @@ def run_report(args: argparse.Namespace) -> int:
         f"covered by checkpoint size {cp.size if cp else '?'}"
     )
     return EXIT_OK
-
-
-def _usage(msg: str) -> int:
-    print(f"telesafe report: error: {msg}", file=sys.stderr)
-    return EXIT_USAGE

@@ -32,6 +32,7 @@ from monitor.broker.topics import check_layout
 from monitor.engine.clock import MS, Clock, Instant, SystemClock
 from monitor.engine.decisions import Decision, Event, PublishLatch, SendCommand
 from monitor.engine.engine import Engine, EngineConfig
+from monitor.errors import EXIT_USAGE, ServiceLayerError
 from monitor.icd.models import Latency
 from monitor.icd.topics import Topics
 from monitor.kafka import (
@@ -46,6 +47,7 @@ from monitor.kafka import (
     open_consumer,
     open_producer,
 )
+from monitor.kafka.profiles import GROUP_CONFIG
 from monitor.metrics import MonitorMetrics, ProcedureView
 from monitor.policy.loader import PackRegistry
 from monitor.security.signing import Keyring
@@ -69,12 +71,21 @@ STALL_S = 1.0  # /healthz fails when the loop has not turned for this long
 # trusts the client's cached watermarks only once its fetchers have answered again.
 STALL_NS = 100 * MS
 TRUST_AFTER_STALL_NS = 100 * MS
+# /readyz says "saturated" (503, with the reason) when the loop is this busy and behind.
+SATURATED_BUSY = 0.9
+SATURATED_LAG_S = 0.1
+# A taken-over partition's backlog pauses while this instance's own partitions are behind
+# by more than this, and resumes once they are within the second.
+OWN_BEHIND_NS = 40 * MS
+OWN_CAUGHT_UP_NS = 15 * MS
 
 Recorder = Any  # Callable[[Instant, str, bytes | None, bytes | None], None]
 
 
-class StartupError(Exception):
+class StartupError(ServiceLayerError):
     """The monitor cannot start as configured (one line, with the fix)."""
+
+    exit_code = EXIT_USAGE
 
 
 @dataclass
@@ -185,6 +196,10 @@ class MonitorService:
         self._next_hb = self.clock.now().mono_ns + self._hb_ns
         self._next_house = self.clock.now().mono_ns
         self._last_received = 0
+        self._turn_start = self.clock.now().mono_ns
+        self._busy_ns = 0
+        self._busy_since = self._turn_start
+        self.busy_ratio = 0.0
         self._withhold_ns = int(packs.default.pack.heartbeat.stop_silence_ms * MS)
         self._sites = {t: self.topics.site_of(t) for t in self.topics.all()}
         self._status_cache: dict[str, Any] = {}
@@ -230,9 +245,11 @@ class MonitorService:
                     source=lp.source,
                 )
             )
+        self._configure_group()
         self.http.start()
+        # Co-partitioned; the first drives the group's assignment (monitor/kafka/confluent.py).
         self.consumer.subscribe(
-            [self.topics.telemetry_console, self.topics.telemetry_robot, self.topics.operator],
+            [self.topics.telemetry_robot, self.topics.telemetry_console, self.topics.operator],
             self.ownership,
         )
         if loop_thread:
@@ -244,6 +261,24 @@ class MonitorService:
             self.http.port,
             ", ".join(f"{p.name}@{p.version}" for p in self.packs.all()),
         )
+
+    def _configure_group(self) -> None:
+        """Ask for a short group session, so a dead instance's partitions move within
+        seconds (docs/architecture.md). Never fatal: the broker may forbid it (its minimum),
+        the principal may lack ALTER_CONFIGS on the group, or the client runs classic groups."""
+        if not self.consumer.incremental:
+            return
+        try:
+            self.admin.alter_group_config(self.options.group_id, GROUP_CONFIG, 10.0)
+        except TransportError as exc:
+            log.warning(
+                "could not set group %s to a %s ms session (%s): a dead instance's "
+                "partitions move after the broker's default session timeout instead; see "
+                "docs/deploy-kubernetes.md",
+                self.options.group_id,
+                GROUP_CONFIG["consumer.session.timeout.ms"],
+                exc,
+            )
 
     def _check_layout(self) -> None:
         from monitor.broker.runtime import BrokerError
@@ -334,10 +369,25 @@ class MonitorService:
         timeout_s = poll_timeout_s(wake, started.mono_ns, POLL_CAP_S)
         records = self.consumer.poll(timeout_s, MAX_BATCH)
         received = self.clock.now()
+        # Busy = everything but the wait inside poll (bounded by what it was asked to wait).
+        self._busy_ns += max(0, received.mono_ns - self._turn_start) - min(
+            received.mono_ns - started.mono_ns, int(timeout_s * 1e9)
+        )
+        self._turn_start = received.mono_ns
         self._check_stall(started, timeout_s, received)
+        own = self.ownership
+        if own.to_pause:  # partitions just taken over wait for their latches
+            self.consumer.pause(own.to_pause)
+            own.to_pause = []
+        for shard in own.finish_restores(received):
+            self.consumer.resume(list(shard.time.heard))
+            waiting, shard.waiting = shard.waiting, []
+            for at, r in waiting:
+                self._ingest([r], at)
         if records:
             self._ingest(records, received)
         self._settle(received)
+        self._yield_to_own(received)
         self.ownership.heard_mono = received.mono_ns
         self._run_timers(received)
         now = self.clock.now()
@@ -357,6 +407,9 @@ class MonitorService:
             shard = shards.get(r.partition)
             if shard is None:
                 continue  # a partition released inside this very poll
+            if shard.restoring:
+                shard.waiting.append((received, r))
+                continue
             tp = TopicPartition(r.topic, r.partition)
             at = stamp(
                 r.timestamp_ms if r.log_append_time else None, received, shard.time.floor(tp)
@@ -397,6 +450,8 @@ class MonitorService:
             self.publisher.deadletter(r.key, r.value, rej.reason, source)
             self.sensor.rejected(site or "operator", rej.code, source, rej.reason)
             shard.engine.on_rejected(item.procedure_id, site)
+            if site is None:
+                self._security_event(item, at, received)
             return
         if site is not None:
             k = (site, item.type)
@@ -436,6 +491,47 @@ class MonitorService:
             {"duration_ms": round(deaf_ns / 1e6, 3), "shards": len(self.ownership.shards)},
         )
         self.audit.submit(self.entries.from_event(ev))
+
+    def _yield_to_own(self, received: Instant) -> None:
+        """Partitions taken over come with a backlog (everything since the dead owner's
+        last commit). librdkafka hands records over in one queue, so that backlog would
+        delay the records of the procedures this instance already supervised: while any of
+        those is behind, the taken-over partitions are paused (they are late already, and
+        withheld from monitor_heartbeat until caught up)."""
+        shards = self.ownership.shards.values()
+        if not any(s.catching_up for s in shards):
+            return
+        now = received.mono_ns
+        own_lag = max(
+            (now - s.time.horizon(now) for s in shards if not s.catching_up and not s.restoring),
+            default=0,
+        )
+        for s in shards:
+            if not s.catching_up:
+                continue
+            if s.paused and own_lag <= OWN_CAUGHT_UP_NS:
+                self.consumer.resume(list(s.time.heard))
+                s.paused = False
+            elif not s.paused and own_lag > OWN_BEHIND_NS:
+                self.consumer.pause(list(s.time.heard))
+                s.paused = True
+            if not s.paused and not s.time.behind:
+                s.catching_up = False  # caught up: an ordinary shard from now on
+
+    def _security_event(self, refused: Refused, at: Instant, received: Instant) -> None:
+        """ICD §5.1 "either outcome is audited": an operator request refused before it
+        reaches the engine (unsigned, forged, malformed) is a security event on the audit
+        trail, with what can be trusted about it, counted and paged (ForgedOperatorRequest).
+        Refused telemetry goes to the dead-letter topic only: a flood must not flood the
+        ledger (it is counted per site and reason instead)."""
+        r = refused.record
+        if self.positions.already_audited(r.topic, r.partition, r.offset, 0):
+            return
+        data = refused.security_event_data()
+        self.sensor.security_rejection(str(data["reason_class"]), refused.source, data)
+        ev = Event("operator_request_refused", refused.procedure_id, at.mono_ns, at.utc_ns, data)
+        entry = self.entries.from_event(ev, refused.source, 0, (received.mono_ns - at.mono_ns) / MS)
+        self.audit.submit(entry, checkpoint=True)
 
     def _settle(self, received: Instant) -> None:
         """Which topic-partitions are caught up, from the high watermarks of the client's
@@ -545,7 +641,13 @@ class MonitorService:
         self.metrics.per_procedure.publish(
             ProcedureView(time.monotonic_ns(), procedures, frozenset(withheld))
         )
+        span = now.mono_ns - self._busy_since
+        if span > 0:  # smoothed over ~1 s (four housekeeping periods)
+            sample = min(1.0, max(0.0, self._busy_ns / span))
+            self.busy_ratio += 0.25 * (sample - self.busy_ratio)
+            self._busy_ns, self._busy_since = 0, now.mono_ns
         m = self.metrics
+        m.busy_ratio.set(self.busy_ratio)
         for number, lag in lag_by_number.items():
             m.consumer_lag_seconds.labels(number).set(lag)
         for topic, behind in self._records_behind().items():
@@ -594,7 +696,21 @@ class MonitorService:
                 if not self.ownership.assigned_once
                 else "no partition assigned (more instances than partitions?)"
             )
-        return ok and held > 0, {**detail, "partitions_assigned": held}
+        lags = dict(self._status_cache.get("lag_seconds", {}))
+        worst = max(lags.values(), default=0.0)
+        saturated = self.busy_ratio > SATURATED_BUSY and worst > SATURATED_LAG_S
+        if saturated:
+            behind = sorted(n for n, lag in lags.items() if lag > SATURATED_LAG_S)
+            detail["problems"].append(
+                f"saturated: loop busy {self.busy_ratio:.0%}, behind by up to "
+                f"{worst * 1e3:.0f} ms on partition(s) {', '.join(behind)}; add instances"
+            )
+        return ok and held > 0 and not saturated, {
+            **detail,
+            "partitions_assigned": held,
+            "busy_ratio": round(self.busy_ratio, 3),
+            "lag_seconds": lags,
+        }
 
     def _status(self) -> dict[str, Any]:
         return self._status_cache

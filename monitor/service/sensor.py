@@ -91,6 +91,19 @@ class Sensor:
         self.m.rejected.labels(source_kind, code).inc()
         log.warning("rejected record %s: %s", source, reason)
 
+    def security_rejection(self, reason_class: str, source: str, data: Mapping[str, Any]) -> None:
+        self.m.security_rejections.labels(reason_class).inc()
+        claimed = data.get("claimed", {})
+        log.error(
+            "SECURITY: operator request refused at %s (%s): claims operator %r, %s for %s, key %r",
+            source,
+            data.get("reason"),
+            claimed.get("operator_id"),
+            claimed.get("type", "?"),
+            claimed.get("procedure_id", "?"),
+            data.get("key_id_presented"),
+        )
+
     def site_counts(
         self, pid: str, sites: Mapping[str, SiteSnapshot] | Mapping[str, Mapping[str, Any]]
     ) -> None:

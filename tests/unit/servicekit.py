@@ -234,6 +234,9 @@ class FakeAdmin:
     def delete_topics(self, names: Sequence[str], timeout_s: float) -> None:
         pass
 
+    def alter_group_config(self, group: str, config: Mapping[str, str], timeout_s: float) -> None:
+        pass
+
     def create_acls(self, grants: Sequence[Any], timeout_s: float) -> None:
         pass
 
