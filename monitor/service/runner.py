@@ -33,6 +33,7 @@ from monitor.engine.clock import MS, Clock, Instant, SystemClock
 from monitor.engine.decisions import Decision, Event, PublishLatch, SendCommand
 from monitor.engine.engine import Engine, EngineConfig
 from monitor.errors import EXIT_USAGE, ServiceLayerError
+from monitor.events import EventKind
 from monitor.icd.models import Latency
 from monitor.icd.topics import Topics
 from monitor.kafka import (
@@ -223,7 +224,7 @@ class MonitorService:
             self._reconcile(ledger)
         self.audit.submit(
             self.entries.monitor_event(
-                "monitor_started",
+                EventKind.MONITOR_STARTED,
                 now.utc_ns,
                 now.mono_ns,
                 operators="any (no allow-list configured)"
@@ -308,7 +309,7 @@ class MonitorService:
             self.audit.submit(
                 self.entries.from_event(
                     Event(
-                        "command_reconciled",
+                        EventKind.COMMAND_RECONCILED,
                         cmd.get("procedure_id"),
                         now.mono_ns,
                         now.utc_ns,
@@ -329,7 +330,8 @@ class MonitorService:
         self.consumer.close(5.0)
         now = self.clock.now()
         self.audit.submit(
-            self.entries.monitor_event("monitor_stopped", now.utc_ns, now.mono_ns), checkpoint=True
+            self.entries.monitor_event(EventKind.MONITOR_STOPPED, now.utc_ns, now.mono_ns),
+            checkpoint=True,
         )
         self.audit.stop()
         self.publisher.close()
@@ -484,7 +486,7 @@ class MonitorService:
             deaf_ns / 1e6,
         )
         ev = Event(
-            "monitor_deaf",
+            EventKind.MONITOR_DEAF,
             None,
             received.mono_ns,
             received.utc_ns,
@@ -529,7 +531,9 @@ class MonitorService:
             return
         data = refused.security_event_data()
         self.sensor.security_rejection(str(data["reason_class"]), refused.source, data)
-        ev = Event("operator_request_refused", refused.procedure_id, at.mono_ns, at.utc_ns, data)
+        ev = Event(
+            EventKind.OPERATOR_REQUEST_REFUSED, refused.procedure_id, at.mono_ns, at.utc_ns, data
+        )
         entry = self.entries.from_event(ev, refused.source, 0, (received.mono_ns - at.mono_ns) / MS)
         self.audit.submit(entry, checkpoint=True)
 
