@@ -124,6 +124,26 @@ class Sensor:
                     counter.labels(site).inc(delta)
                     self._site_counts[key] = now_count
 
+    def loop_state(
+        self,
+        busy_ratio: float,
+        lag_s: Mapping[str, float],
+        behind: Mapping[str, int],
+        assigned: int,
+        audit_stats: Mapping[str, Any],
+    ) -> None:
+        """The loop's own gauges, every housekeeping turn."""
+        m = self.m
+        m.busy_ratio.set(busy_ratio)
+        for number, lag in lag_s.items():
+            m.consumer_lag_seconds.labels(number).set(lag)
+        for topic, n in behind.items():
+            m.consumer_lag.labels(topic).set(n)
+        m.assigned_partitions.set(assigned)
+        if audit_stats.get("last_checkpoint_unix"):
+            m.ledger_checkpoint_time.set(audit_stats["last_checkpoint_unix"])
+        m.ledger_pending.set(audit_stats.get("queue_depth", 0))
+
     def forget(self, gone: set[str]) -> None:
         if gone:
             self._site_counts = {k: v for k, v in self._site_counts.items() if k[0] not in gone}

@@ -127,8 +127,8 @@ def test_latch_changing_events_publish_the_latch(batches: list[list[Decision]]) 
 
 
 def _service_kinds() -> set[str]:
-    """String kinds the service writes: first arguments of `Event(...)` and
-    `monitor_event(...)` in monitor/service/."""
+    """Kinds the service writes: first arguments (a string or an `EventKind.NAME`) of
+    `Event(...)` and `monitor_event(...)` in monitor/service/."""
     out = set()
     for path in (ROOT / "monitor" / "service").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -137,8 +137,12 @@ def _service_kinds() -> set[str]:
             fn = node.func
             name = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", "")
             arg = node.args[0]
-            if name in ("Event", "monitor_event") and isinstance(arg, ast.Constant):
+            if name not in ("Event", "monitor_event"):
+                continue
+            if isinstance(arg, ast.Constant):
                 out.add(arg.value)
+            elif isinstance(arg, ast.Attribute) and getattr(arg.value, "id", "") == "EventKind":
+                out.add(EventKind[arg.attr].value)
     return out
 
 
