@@ -1,23 +1,21 @@
-"""`telesafe run` (the monitor) and `telesafe status` (a live view of a running monitor)."""
+"""`telesafe run` (the monitor) and the `telesafe status` arguments (the command itself is
+in `statusview.py`)."""
 
 from __future__ import annotations
 
 import argparse
 import errno
-import json
 import logging
 import signal
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from monitor.argtypes import non_negative_seconds, positive_int, seconds
 from monitor.audit.checkpoint import KeyFileError
-from monitor.errors import EXIT_UNAVAILABLE, ServiceLayerError, one_line
+from monitor.errors import one_line
 from monitor.kafka import KafkaSettings, TransportError, open_admin
 from monitor.kafka.settings import add_kafka_arguments, env, settings_from_args
 from monitor.metrics import MonitorMetrics
@@ -25,7 +23,8 @@ from monitor.policy.loader import PackRegistry, PolicyError
 from monitor.security.signing import Keyring, Signer
 from monitor.service import heap
 from monitor.service.audit_sink import AuditSink, KafkaMirrorSink
-from monitor.service.runner import MonitorOptions, MonitorService, StartupError
+from monitor.service.options import MonitorOptions, StartupError
+from monitor.service.runner import MonitorService
 
 log = logging.getLogger("telesafe.monitor")
 
@@ -349,58 +348,7 @@ def _wait_for_kafka(settings: KafkaSettings, done: threading.Event) -> bool:
     return False
 
 
-class MonitorUnreachable(ServiceLayerError):
-    """No monitor answered at the /status URL."""
-
-    exit_code = EXIT_UNAVAILABLE
-
-
-def _reason(exc: Exception) -> str:
-    """'Connection refused', 'timed out', 'HTTP 404': why a fetch failed, in a few words."""
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code}"
-    why = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-    if isinstance(why, OSError) and why.strerror:
-        return why.strerror
-    return str(why) or type(why).__name__
-
-
-def _fetch(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=2) as resp:
-        snap = json.loads(resp.read())
-    if not isinstance(snap, dict):
-        raise ValueError("not a monitor's /status")
-    return snap
-
-
 def status(args: argparse.Namespace) -> int:
-    url = args.url.rstrip("/") + "/status"
-    try:
-        snap = _fetch(url)
-    except (OSError, ValueError) as exc:  # URLError is an OSError
-        raise MonitorUnreachable(f"cannot reach a monitor at {url}: {_reason(exc)}") from None
-    if args.json:
-        print(json.dumps(snap, indent=2, default=str))
-        return 0
-    from rich.console import Console
-    from rich.live import Live
+    from monitor.service.statusview import status as show  # rich: only for this command
 
-    from monitor.service.statusview import render
-
-    console = Console()
-    if args.once:
-        console.print(render(snap, console.width))
-        return 0
-    seen = time.monotonic()  # when `snap` was fetched
-    with Live(render(snap, console.width), console=console, refresh_per_second=4) as live:
-        try:
-            while True:
-                time.sleep(args.interval)
-                try:
-                    snap, seen = _fetch(url), time.monotonic()
-                    live.update(render(snap, console.width))
-                except (OSError, ValueError) as exc:  # keep the last view, say how old it is
-                    away = (_reason(exc), time.monotonic() - seen)
-                    live.update(render(snap, console.width, unreachable=away))
-        except KeyboardInterrupt:
-            return 0
+    return show(args)

@@ -30,9 +30,14 @@ from monitor.kafka import (
     TransportError,
 )
 from monitor.kafka.reading import read_to_end
-from monitor.service.timekeeping import PartitionTime
+from monitor.service.timekeeping import NS_PER_MS, PartitionTime
 
 log = logging.getLogger("telesafe.ownership")
+
+# A taken-over partition's backlog pauses while this instance's own partitions are behind
+# by more than this, and resumes once they are within the second (`balance_backlog`).
+OWN_BEHIND_NS = 40 * NS_PER_MS
+OWN_CAUGHT_UP_NS = 15 * NS_PER_MS
 
 Handle = Callable[[list[Decision], Instant], None]
 
@@ -279,6 +284,59 @@ class Ownership:
                 continue
             for pid in list(shard.engine.procedures):
                 self.handle(shard.engine.release(pid, now), now)
+
+    def settle(
+        self, received_mono: int, high_watermark: Callable[[TopicPartition], int | None]
+    ) -> None:
+        """After each poll: which topic-partitions are caught up, from the high watermarks
+        of the client's last fetches (no network call; ~1 µs each). A record the broker
+        holds that was not processed means the monitor has not heard past it."""
+        for shard in self.shards.values():
+            t = shard.time
+            for tp in list(t.heard):
+                t.settle(tp, high_watermark(tp), received_mono)
+
+    def stalled(self, heard_mono: int, trust_after_mono: int) -> None:
+        """The whole loop could not hear from `heard_mono` (see `PartitionTime.stall`)."""
+        for shard in self.shards.values():
+            shard.time.stall(heard_mono, trust_after_mono)
+
+    def held(self) -> int:
+        """Topic-partitions held (an instance holding none supervises nothing)."""
+        return sum(len(s.time.heard) for s in self.shards.values())
+
+    def balance_backlog(self, now_mono: int) -> tuple[list[TopicPartition], list[TopicPartition]]:
+        """Partitions taken over come with a backlog (everything since the dead owner's
+        last commit). librdkafka hands records over in one queue, so that backlog would
+        delay the records of the procedures this instance already supervised: while any of
+        those is behind by over OWN_BEHIND_NS, the taken-over partitions are paused (they
+        are late already, and withheld from monitor_heartbeat until caught up), and they
+        resume once it is within OWN_CAUGHT_UP_NS. Returns (pause, resume) for the loop."""
+        shards = self.shards.values()
+        pause: list[TopicPartition] = []
+        resume: list[TopicPartition] = []
+        if not any(s.catching_up for s in shards):
+            return pause, resume
+        own_lag = max(
+            (
+                now_mono - s.time.horizon(now_mono)
+                for s in shards
+                if not s.catching_up and not s.restoring
+            ),
+            default=0,
+        )
+        for s in shards:
+            if not s.catching_up:
+                continue
+            if s.paused and own_lag <= OWN_CAUGHT_UP_NS:
+                resume += s.time.heard
+                s.paused = False
+            elif not s.paused and own_lag > OWN_BEHIND_NS:
+                pause += s.time.heard
+                s.paused = True
+            if not s.paused and not s.time.behind:
+                s.catching_up = False  # caught up: an ordinary shard from now on
+        return pause, resume
 
     def shard_of(self, partition: int) -> Shard | None:
         return self.shards.get(partition)

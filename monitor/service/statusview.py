@@ -1,4 +1,4 @@
-"""A rich table of a monitor's procedures, for `telesafe status`.
+"""`telesafe status`: a rich table of a running monitor's procedures, live.
 
 The procedure id and its state are what an operator acts on: they are never truncated.
 On a wide terminal every figure has its column; below `WIDE` columns each procedure is
@@ -8,6 +8,11 @@ wrapped below it.
 
 from __future__ import annotations
 
+import argparse
+import json
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +22,8 @@ from rich.padding import Padding
 from rich.styled import Styled
 from rich.table import Table
 from rich.text import Text
+
+from monitor.errors import EXIT_UNAVAILABLE, ServiceLayerError
 
 WIDE = 120  # terminal columns from which every figure gets its own column
 
@@ -145,3 +152,58 @@ def _narrow(title: str, rows: list[_Row], width: int) -> Group:
             notes.append(" · ").append("stop ", style="red").append(r.stop)
         lines.append(Padding(notes, (0, 0, 0, 4)))
     return Group(*lines)
+
+
+class MonitorUnreachable(ServiceLayerError):
+    """No monitor answered at the /status URL."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+def _reason(exc: Exception) -> str:
+    """'Connection refused', 'timed out', 'HTTP 404': why a fetch failed, in a few words."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code}"
+    why = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(why, OSError) and why.strerror:
+        return why.strerror
+    return str(why) or type(why).__name__
+
+
+def _fetch(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        snap = json.loads(resp.read())
+    if not isinstance(snap, dict):
+        raise ValueError("not a monitor's /status")
+    return snap
+
+
+def status(args: argparse.Namespace) -> int:
+    url = args.url.rstrip("/") + "/status"
+    try:
+        snap = _fetch(url)
+    except (OSError, ValueError) as exc:  # URLError is an OSError
+        raise MonitorUnreachable(f"cannot reach a monitor at {url}: {_reason(exc)}") from None
+    if args.json:
+        print(json.dumps(snap, indent=2, default=str))
+        return 0
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console()
+    if args.once:
+        console.print(render(snap, console.width))
+        return 0
+    seen = time.monotonic()  # when `snap` was fetched
+    with Live(render(snap, console.width), console=console, refresh_per_second=4) as live:
+        try:
+            while True:
+                time.sleep(args.interval)
+                try:
+                    snap, seen = _fetch(url), time.monotonic()
+                    live.update(render(snap, console.width))
+                except (OSError, ValueError) as exc:  # keep the last view, say how old it is
+                    away = (_reason(exc), time.monotonic() - seen)
+                    live.update(render(snap, console.width, unreachable=away))
+        except KeyboardInterrupt:
+            return 0

@@ -26,7 +26,8 @@ from monitor.kafka.api import (
 from monitor.kafka.settings import KafkaSettings
 from monitor.metrics import MonitorMetrics
 from monitor.policy.loader import PackRegistry
-from monitor.service.runner import MonitorOptions, MonitorService, Transport
+from monitor.service.options import MonitorOptions, Transport
+from monitor.service.runner import MonitorService
 
 PREFIX = "kit."
 TOPICS = Topics(PREFIX)
