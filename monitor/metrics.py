@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -24,9 +23,15 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    disable_created_metrics,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from monitor import snapshot
+from monitor.snapshot import ProcedureSnapshot
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series on /metrics
 
 # Bucket edges sit on every default policy threshold (ICD §7) so alert and dashboard
 # queries over histograms land exactly on the thresholds.
@@ -64,7 +69,19 @@ DETECTION_BUCKETS_S = (
 GC_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.010, 0.020, 0.050, 0.100, 0.200)
 ACK_BUCKETS_S = (0.005, 0.010, 0.020, 0.050, 0.100, 0.200, 0.300, 0.500, 1.0, 2.0, 5.0)
 
-PROCEDURE_STATES = ("pending", "armed", "warning", "safe_stop_latched", "safe_stopped", "ended")
+PROCEDURE_STATES = snapshot.PROCEDURE_STATES
+SECURITY_REASONS = (
+    "unsigned",
+    "unknown_key",
+    "bad_signature",
+    "operator_key_mismatch",
+    "schema",
+    "not_json",
+    "not_utf8",
+    "not_object",
+    "too_large",
+    "key_mismatch",
+)
 REJECT_REASONS = (
     "too_large",
     "not_utf8",
@@ -125,6 +142,17 @@ class MonitorMetrics:
             ["site"],
             registry=r,
         )
+        self.security_rejections = Counter(
+            "telesafe_security_rejections_total",
+            "Operator requests refused before the rules engine (unsigned, unknown key, bad "
+            "signature, operator/key mismatch, malformed): each is an audited security event.",
+            ["reason"],
+            registry=r,
+        )
+        # Every reason exists from the start (at 0): a counter that appears at 1 has no
+        # increase() in Prometheus, and the first forged request must page.
+        for reason in SECURITY_REASONS:
+            self.security_rejections.labels(reason)
         self.operator_requests = Counter(
             "telesafe_operator_requests_total",
             "Operator requests by type and outcome.",
@@ -142,6 +170,12 @@ class MonitorMetrics:
             "How far behind the monitor is on each partition number: the clock minus the "
             "instant up to which it has heard all of that partition's records (0: caught up).",
             ["partition"],
+            registry=r,
+        )
+        self.busy_ratio = Gauge(
+            "telesafe_monitor_busy_ratio",
+            "Share of the monitor loop's time spent working rather than waiting for records "
+            "(smoothed over about a second); near 1 with a growing lag: saturated.",
             registry=r,
         )
         self.assigned_partitions = Gauge(
@@ -296,8 +330,7 @@ class ProcedureView:
     """What the loop knew about its procedures at `taken_mono` (time.monotonic_ns)."""
 
     taken_mono: int = 0
-    procedures: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    stop_limits_s: Mapping[str, float] = field(default_factory=dict)
+    procedures: Mapping[str, ProcedureSnapshot] = field(default_factory=dict)
     withheld: frozenset[str] = frozenset()
 
 
@@ -348,45 +381,45 @@ class ProcedureCollector(Collector):
         for pid, p in v.procedures.items():
             for state in PROCEDURE_STATES:
                 fam["telesafe_procedure_state"].add_metric(
-                    [pid, state], 1.0 if p["state"] == state else 0.0
+                    [pid, state], 1.0 if p.state == state else 0.0
                 )
-            if pid in v.stop_limits_s:
-                fam["telesafe_heartbeat_stop_limit_seconds"].add_metric([pid], v.stop_limits_s[pid])
+            if p.heartbeat_stop_limit_s is not None:
+                fam["telesafe_heartbeat_stop_limit_seconds"].add_metric(
+                    [pid], p.heartbeat_stop_limit_s
+                )
             fam["telesafe_monitor_heartbeat_withheld"].add_metric(
                 [pid], 1.0 if pid in v.withheld else 0.0
             )
-            for site, s in p["sites"].items():
-                if s["heartbeat_age_s"] is not None:
+            for site, s in p.sites.items():
+                if s.heartbeat_age_s is not None:
                     fam["telesafe_heartbeat_age_seconds"].add_metric(
-                        [pid, site], s["heartbeat_age_s"] + since_s
+                        [pid, site], s.heartbeat_age_s + since_s
                     )
-                if s["jitter_ms"] is not None:
-                    fam["telesafe_link_jitter_seconds"].add_metric(
-                        [pid, site], s["jitter_ms"] / 1e3
-                    )
-                if s["loss_ratio"] is not None:
-                    fam["telesafe_link_loss_ratio"].add_metric([pid, site], s["loss_ratio"])
-            for ch, qs in p["channels"].items():
-                for q, val in qs.items():
+                if s.jitter_ms is not None:
+                    fam["telesafe_link_jitter_seconds"].add_metric([pid, site], s.jitter_ms / 1e3)
+                if s.loss_ratio is not None:
+                    fam["telesafe_link_loss_ratio"].add_metric([pid, site], s.loss_ratio)
+            for ch, w in p.channels.items():
+                for q, val in w.by_quantile().items():
                     if val is not None:
                         fam["telesafe_latency_window_seconds"].add_metric([pid, ch, q], val / 1e3)
-            for arm, a in p["arms"].items():
-                if a["margin_mm"] is not None and a["margin_mm"] != float("inf"):
+            for arm, a in p.arms.items():
+                if a.margin_mm is not None and a.margin_mm != float("inf"):
                     fam["telesafe_workspace_margin_meters"].add_metric(
-                        [pid, arm], a["margin_mm"] / 1e3
+                        [pid, arm], a.margin_mm / 1e3
                     )
-                if a["speed_mm_s"] is not None:
+                if a.speed_mm_s is not None:
                     fam["telesafe_tool_speed_meters_per_second"].add_metric(
-                        [pid, arm], a["speed_mm_s"] / 1e3
+                        [pid, arm], a.speed_mm_s / 1e3
                     )
-            for rule in sorted({w.split(":", 1)[0] for w in p["warnings"]}):
+            for rule in sorted({w.split(":", 1)[0] for w in p.warnings}):
                 fam["telesafe_warning_active"].add_metric([pid, rule], 1.0)
-            latch = p["latch"]
+            latch = p.latch
             unacked = escalated = 0.0
             if latch is not None:
-                fam["telesafe_safe_stop_latched"].add_metric([pid, latch["rule"]], 1.0)
-                unacked = 1.0 if latch["ack"] is None else 0.0
-                escalated = 1.0 if latch["escalated"] else 0.0
+                fam["telesafe_safe_stop_latched"].add_metric([pid, latch.rule], 1.0)
+                unacked = 1.0 if latch.ack is None else 0.0
+                escalated = 1.0 if latch.escalated else 0.0
             fam["telesafe_safe_stop_unacknowledged"].add_metric([pid], unacked)
             fam["telesafe_safe_stop_escalated"].add_metric([pid], escalated)
         yield from fam.values()

@@ -29,8 +29,15 @@ fi
 stamp=.venv/.telesafe-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "bootstrap: installing telesafe and its dependencies into .venv"
-  .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  # pip's and setuptools' own notices (the editable-install banner) go to a log, shown
+  # only if the install fails.
+  log=.venv/pip-install.log
+  if ! { .venv/bin/pip install -q --disable-pip-version-check --upgrade pip &&
+         .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "bootstrap: installing into .venv failed (the output above is kept in $log)" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
 echo "bootstrap: resolving Kafka jars from Maven Central (cached after the first run)"

@@ -26,6 +26,17 @@ mkdir -p out
 rc=$?
 set -e
 if [ $# -eq 0 ]; then
+  # The core loop once more on the second Kafka backend (the monitor under test reads
+  # TELESAFE_KAFKA_CLIENT): heartbeat loss, breach, re-arm, failover.
+  echo "== pytest: core scenarios with --kafka-client kafka-python"
+  set +e
+  TELESAFE_KAFKA_CLIENT=kafka-python .venv/bin/pytest -q -p no:cacheprovider \
+    -W ignore::DeprecationWarning --junitxml=out/junit-kafka-python.xml \
+    tests/integration/test_monitor_loop.py tests/integration/test_failover.py \
+    tests/integration/test_scenarios.py -k "silence or heartbeat or rearm or box or grip or sigkill"
+  rc2=$?
+  set -e
+  [ $rc2 -eq 0 ] || { echo "test.sh: kafka-python backend scenarios failed"; [ $rc -ne 0 ] || rc=$rc2; }
   echo "== safety traceability (every hazard needs a passing test)"
   .venv/bin/telesafe safety trace --junit out/junit.xml --out out/traceability.md \
     || { echo "test.sh: a hazard has no passing test (out/traceability.md)"; [ $rc -ne 0 ] || rc=1; }

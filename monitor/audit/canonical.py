@@ -12,12 +12,14 @@ import json
 import math
 from typing import Any
 
+from monitor.errors import AuditLayerError
+
 _encoder = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
 )
 
 
-class CanonicalError(ValueError):
+class CanonicalError(AuditLayerError, ValueError):
     """The value cannot be encoded canonically."""
 
 

@@ -29,13 +29,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from monitor.audit.merkle import HASH_SIZE
+from monitor.errors import AuditLayerError
 
 SIG_TYPE_ED25519 = 0x01
 EM_DASH = "\u2014"
 MAX_SIGNATURES = 16
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AuditLayerError, ValueError):
     """A checkpoint note is malformed or its signature does not verify."""
 
 
@@ -43,7 +44,7 @@ class UnknownSigner(CheckpointError):
     """The note carries no signature by the trusted key (only other keys' lines)."""
 
 
-class KeyFileError(ValueError):
+class KeyFileError(AuditLayerError, ValueError):
     """A key file cannot be read or is not an Ed25519 key."""
 
 

@@ -12,15 +12,16 @@ import collections
 import datetime as dt
 import getpass
 import json
+import sqlite3
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from monitor.argtypes import non_negative_int
 from monitor.audit.canonical import canonical_json
 from monitor.audit.checkpoint import (
     CheckpointError,
-    KeyFileError,
     SignedCheckpoint,
     UnknownSigner,
     generate_key_files,
@@ -34,43 +35,15 @@ from monitor.audit.export import export_bundle
 from monitor.audit.ledger import Ledger, LedgerKeyMismatch, LedgerLocked
 from monitor.audit.merkle import ProofError, Tree, leaf_hash, verify_consistency, verify_inclusion
 from monitor.audit.proof import INCLUSION_FORMAT, ProofUnavailable, inclusion_proof
-from monitor.audit.store import LedgerError, Store
+from monitor.audit.store import Store
 from monitor.audit.verify import format_result, open_source, verify
+from monitor.errors import EXIT_FAILED, EXIT_OK, AuditLayerError
 
 CONSISTENCY_FORMAT = "telesafe-consistency-proof/v1"
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-
-class CliError(Exception):
-    """A user-facing error: printed without a traceback, exit code 2."""
-
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-def _guard(fn: Handler) -> Handler:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except (CliError, LedgerError, KeyFileError, CheckpointError, ProofError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        except OSError as exc:
-            print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_USAGE
-
-    return run
-
-
-def _nonneg(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{v} is negative")
-    return v
+class CliError(AuditLayerError):
+    """Arguments that do not fit the ledger or proof at hand (exit 2)."""
 
 
 # --- keygen --------------------------------------------------------------------------
@@ -88,9 +61,34 @@ def _keygen(args: argparse.Namespace) -> int:
 # --- verify --------------------------------------------------------------------------
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def require_ledger(path: Path) -> None:
+    """Input that is no ledger at all is unreadable input (exit 2), not a ledger that
+    failed verification (exit 1); a damaged ledger is left to `verify` to diagnose."""
+    if not path.exists():
+        raise CliError(f"{path}: no such ledger file or bundle directory")
+    if path.is_dir():
+        if not (path / "manifest.json").is_file() or not (path / "entries.jsonl").is_file():
+            raise CliError(f"{path}: not an audit bundle (manifest.json / entries.jsonl missing)")
+        return
+    with path.open("rb") as f:
+        if f.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
+            raise CliError(f"{path}: not a telesafe ledger (not an SQLite file)")
+    store = Store(path, readonly=True)
+    try:
+        tables = store.has_table("entries") or store.has_table("checkpoints")
+    except sqlite3.DatabaseError:
+        return
+    finally:
+        store.close()
+    if not tables:
+        raise CliError(f"{path}: not a telesafe ledger (an SQLite file without its tables)")
+
+
 def _verify(args: argparse.Namespace) -> int:
-    if not Path(args.ledger).exists():
-        raise CliError(f"{args.ledger}: no such ledger file or bundle directory")
+    require_ledger(Path(args.ledger))
     pub = load_public_key(args.pubkey)
     trusted = [(str(p), Path(p).read_text(encoding="utf-8")) for p in args.checkpoint or []]
     res = verify(
@@ -373,7 +371,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 _TIME_KEYS = ("t_utc_ns", "ts_ns", "t_ns", "timestamp", "ts", "time")
-_TYPE_KEYS = ("type", "event", "kind")
+_TYPE_KEYS = ("event", "type", "kind")
+# Bookkeeping every entry carries; `audit export` keeps it, the listing leaves it out.
+_QUIET_KEYS = ("schema", "boot_id", "t_mono_ns", "monitor_id")
 
 
 def _fmt_time(v: Any) -> str:
@@ -382,6 +382,31 @@ def _fmt_time(v: Any) -> str:
     if isinstance(v, int | float):
         return dt.datetime.fromtimestamp(v, dt.UTC).isoformat(timespec="milliseconds")
     return str(v)
+
+
+def _compact(v: Any) -> str:
+    return json.dumps(v, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def _show_row(idx: int, e: dict[str, Any]) -> str:
+    """One entry: what happened, when, to which procedure, who did it, then its data."""
+    rest = dict(e)
+    rest.pop("index", None)
+    tkey = next((k for k in _TIME_KEYS if k in rest), None)
+    ykey = next((k for k in _TYPE_KEYS if k in rest), None)
+    t = _fmt_time(rest.pop(tkey)) if tkey else "-"
+    typ = str(rest.pop(ykey)) if ykey else "-"
+    proc = str(rest.pop("procedure_id", None) or "-")
+    actor = str(rest.pop("actor", None) or "-")
+    for k in _QUIET_KEYS:
+        rest.pop(k, None)
+    data = rest.pop("data", None)
+    parts = [_compact(data)] if data not in (None, {}) else []
+    parts += [f"{k}={_compact(v)}" for k, v in sorted(rest.items())]
+    detail = " ".join(parts)
+    if len(detail) > 140:
+        detail = detail[:137] + "..."
+    return f"{idx:>8}  {t:<29} {typ:<24} {proc:<14} {actor:<22} {detail}"
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -398,20 +423,10 @@ def _show(args: argparse.Namespace) -> int:
                 continue
             if args.procedure is not None and str(e.get("procedure_id")) != args.procedure:
                 continue
-            rest = dict(e)
-            rest.pop("index", None)
-            tkey = next((k for k in _TIME_KEYS if k in rest), None)
-            ykey = next((k for k in _TYPE_KEYS if k in rest), None)
-            t = _fmt_time(rest.pop(tkey)) if tkey else "-"
-            typ = str(rest.pop(ykey)) if ykey else "-"
-            proc = str(rest.pop("procedure_id", "-"))
-            detail = json.dumps(rest, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-            if len(detail) > 140:
-                detail = detail[:137] + "..."
-            rows.append(f"{idx:>8}  {t:<29} {typ:<22} {proc:<14} {detail}")
+            rows.append(_show_row(idx, e))
     finally:
         src.close()
-    print(f"{'index':>8}  {'time (UTC)':<29} {'type':<22} {'procedure':<14} details")
+    print(f"{'index':>8}  {'time (UTC)':<29} {'event':<24} {'procedure':<14} {'actor':<22} details")
     for r in rows:
         print(r)
     return EXIT_OK
@@ -431,6 +446,7 @@ def _rotate_key(args: argparse.Namespace) -> int:
     path = Path(args.ledger)
     if not path.is_file():
         raise CliError(f"{path}: no such ledger file")
+    require_ledger(path)
     old_sk, new_sk = load_private_key(args.key), load_private_key(args.new_key)
     store = Store(path, readonly=True)
     try:
@@ -483,7 +499,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "to KEY.pub. Never overwrites.",
     )
     p.add_argument("--out", required=True, metavar="KEY", help="private key path")
-    p.set_defaults(func=_guard(_keygen))
+    p.set_defaults(func=_keygen)
 
     p = a.add_parser(
         "verify",
@@ -512,7 +528,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="ignore LEDGER.checkpoint (the last checkpoint kept beside the file)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=_guard(_verify))
+    p.set_defaults(func=_verify)
 
     p = a.add_parser(
         "prove",
@@ -520,23 +536,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Inclusion proof of entry N in a signed checkpoint (the "
         "latest by default), or a consistency proof from an older size.",
     )
-    p.add_argument("ledger", metavar="LEDGER")
+    p.add_argument("ledger", metavar="LEDGER", help="ledger .sqlite file or export directory")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--entry", type=_nonneg, metavar="N", help="entry index")
+    g.add_argument("--entry", type=non_negative_int, metavar="N", help="entry index")
     g.add_argument(
         "--consistency-from",
-        type=_nonneg,
+        type=non_negative_int,
         metavar="SIZE",
         help="prove the tree of this size is a prefix of the checkpoint",
     )
     p.add_argument(
         "--checkpoint",
-        type=_nonneg,
+        type=non_negative_int,
         metavar="SIZE",
         help="use the checkpoint of this size (default: latest)",
     )
     p.add_argument("--out", metavar="FILE", help="write the proof here instead of stdout")
-    p.set_defaults(func=_guard(_prove))
+    p.set_defaults(func=_prove)
 
     p = a.add_parser(
         "verify-proof",
@@ -545,7 +561,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "inclusion proof, the entry bytes embedded in the proof (or "
         "--entry-file) must hash to the leaf hash.",
     )
-    p.add_argument("proof", metavar="PROOF.json")
+    p.add_argument("proof", metavar="PROOF.json", help="a proof written by `audit prove`")
     p.add_argument(
         "--pubkey",
         required=True,
@@ -557,7 +573,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--old-checkpoint", metavar="NOTE", help="consistency proofs: the old checkpoint you hold"
     )
-    p.set_defaults(func=_guard(_verify_proof))
+    p.set_defaults(func=_verify_proof)
 
     p = a.add_parser(
         "export",
@@ -565,20 +581,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="entries.jsonl, checkpoints/, pubkey.pem, manifest.json and "
         "a README explaining how to verify it.",
     )
-    p.add_argument("ledger", metavar="LEDGER")
+    p.add_argument("ledger", metavar="LEDGER", help="ledger .sqlite file")
     p.add_argument("--out", required=True, metavar="DIR", help="new or empty directory")
     p.add_argument("--pubkey", metavar="KEY.pub", help="key to ship (default: from the ledger)")
-    p.set_defaults(func=_guard(_export))
+    p.set_defaults(func=_export)
 
     p = a.add_parser(
         "show",
         help="readable listing of entries",
         description="List entries (ledger file or bundle); no verification.",
     )
-    p.add_argument("ledger", metavar="LEDGER")
+    p.add_argument("ledger", metavar="LEDGER", help="ledger .sqlite file or export directory")
     p.add_argument("--procedure", metavar="ID", help="only this procedure_id")
-    p.add_argument("--tail", type=_nonneg, metavar="N", help="only the last N matching")
-    p.set_defaults(func=_guard(_show))
+    p.add_argument("--tail", type=non_negative_int, metavar="N", help="only the last N matching")
+    p.set_defaults(func=_show)
 
     p = a.add_parser(
         "rotate-key",
@@ -605,7 +621,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=_login(),
         help="who rotates, recorded as the entry's actor (default: your login name)",
     )
-    p.set_defaults(func=_guard(_rotate_key))
+    p.set_defaults(func=_rotate_key)
 
     _archive_args(a)
 
@@ -689,12 +705,10 @@ def _run_archive(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="telesafe")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    register(sub)
-    args = parser.parse_args(argv)
-    func: Handler = args.func
-    return func(args)
+    """`telesafe audit ...` standalone: ``main(["audit", "verify", ...])``."""
+    from monitor.cli import main as telesafe
+
+    return telesafe(argv)
 
 
 if __name__ == "__main__":

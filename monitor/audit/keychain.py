@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from monitor.audit.checkpoint import key_id, parse_vkey, signers, vkey
 from monitor.audit.store import LedgerCorrupt, Store
+from monitor.events import EventKind
 
-ROTATION_EVENT = "signing_key_rotated"
+ROTATION_EVENT: str = EventKind.SIGNING_KEY_ROTATED.value
 META_SIGNING_KEY = "signing_key"
 META_ROTATION = "key_rotation:"  # + 12-digit entry index; value: the new vkey
 # Same value as monitor.service.audit_sink.AUDIT_SCHEMA (audit/ must not import service/).

@@ -20,10 +20,13 @@ import os
 from pathlib import Path
 
 from monitor.audit.store import LedgerError
+from monitor.errors import EXIT_FAILED
 
 
 class LedgerLocked(LedgerError):
     """Another writer holds the ledger."""
+
+    exit_code = EXIT_FAILED
 
     def __init__(self, ledger: Path, holder: str) -> None:
         super().__init__(f"ledger {ledger} is in use by {holder}; one writer per ledger")

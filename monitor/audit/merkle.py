@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 
+from monitor.errors import AuditLayerError
+
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 _sha256 = hashlib.sha256
 
 
-class ProofError(ValueError):
+class ProofError(AuditLayerError, ValueError):
     """A Merkle proof failed to verify (the message says why)."""
 
 

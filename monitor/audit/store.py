@@ -11,6 +11,8 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from monitor.errors import AuditLayerError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries(
     idx INTEGER PRIMARY KEY,
@@ -55,7 +57,7 @@ def as_bytes(v: object) -> bytes:
     return str(v).encode("utf-8", "surrogatepass")
 
 
-class LedgerError(Exception):
+class LedgerError(AuditLayerError):
     """The ledger cannot be opened or written."""
 
 

@@ -21,11 +21,14 @@ from monitor.audit.checkpoint import key_id
 from monitor.audit.merkle import leaf_hash, root_of
 from monitor.audit.store import LedgerError
 from monitor.audit.verify import VerifyResult, open_source, verify
+from monitor.errors import EXIT_FAILED
 
 
 class LedgerRefused(LedgerError):
     """The ledger failed verification (or holds nothing signed): nothing may be read from
     it as evidence."""
+
+    exit_code = EXIT_FAILED
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,39 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from monitor.argtypes import port, positive_int, seconds
 from monitor.broker import runtime, secure, server
 from monitor.broker.runtime import BrokerError
 from monitor.broker.topics import DEFAULT_PARTITIONS, TopicReport, ensure_topics
-
-Handler = Callable[[argparse.Namespace], int]
+from monitor.errors import UsageError
 
 
 def _say(msg: str) -> None:
     print(msg, flush=True)
-
-
-def _err(msg: str) -> None:
-    print(f"telesafe broker: error: {msg}", file=sys.stderr, flush=True)
-
-
-def _guard(fn: Handler) -> Handler:
-    """Expected failures become a message on stderr and exit 1, not a traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except BrokerError as exc:
-            _err(str(exc))
-            return 1
-        except KeyboardInterrupt:
-            _err("interrupted")
-            return 130
-
-    return run
 
 
 def _report_topics(report: TopicReport) -> None:
@@ -102,11 +83,10 @@ def _cmd_stop(args: argparse.Namespace) -> int:
     if pid is None:
         st = server.status(args.data_dir, args.port)
         if st.answers:
-            _err(
+            raise BrokerError(
                 f"no broker pid file in {ddir}, but a broker answers on {st.bootstrap}: "
                 "it was started elsewhere (another data dir?); not stopping it"
             )
-            return 1
         _say("no broker was running")
         return 0
     _say(f"stopped broker pid {pid}")
@@ -118,8 +98,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.secure:
         security = secure.load(args.data_dir or server.default_data_dir())
         if security is None:
-            _err("no secured-broker material in the data dir (start it with --secure first)")
-            return 2
+            raise UsageError(
+                "no secured-broker material in the data dir (start it with --secure first)"
+            )
     st = server.status(args.data_dir, args.port, security=security)
     if args.json:
         print(
@@ -157,8 +138,7 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 
 def _cmd_reset(args: argparse.Namespace) -> int:
     if not args.yes:
-        _err("reset deletes all topics and records; pass --yes to confirm")
-        return 2
+        raise UsageError("reset deletes all topics and records; pass --yes to confirm")
     ddir = server.reset(args.data_dir)
     _say(f"deleted {ddir}")
     return 0
@@ -176,7 +156,7 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
 def _add_port(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--port",
-        type=int,
+        type=port,
         default=server.DEFAULT_PORT,
         help=f"client (PLAINTEXT) port on 127.0.0.1 (default {server.DEFAULT_PORT})",
     )
@@ -191,10 +171,17 @@ def _add_secure_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _add_topic_opts(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prefix", default="", help="prefix prepended to every ICD topic name")
+    p.add_argument(
+        "--prefix",
+        "--topic-prefix",
+        dest="prefix",
+        default=os.environ.get("TELESAFE_TOPIC_PREFIX", ""),
+        help="prefix prepended to every ICD topic name, as the other commands' --topic-prefix "
+        "(env TELESAFE_TOPIC_PREFIX; default: none)",
+    )
     p.add_argument(
         "--partitions",
-        type=int,
+        type=positive_int,
         default=DEFAULT_PARTITIONS,
         help=f"partitions per new topic, equal for all (default {DEFAULT_PARTITIONS})",
     )
@@ -225,7 +212,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _add_port(p)
     p.add_argument(
         "--controller-port",
-        type=int,
+        type=port,
         default=server.DEFAULT_CONTROLLER_PORT,
         help=f"KRaft controller port on 127.0.0.1 (default {server.DEFAULT_CONTROLLER_PORT})",
     )
@@ -246,11 +233,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=server.START_TIMEOUT_S,
         help="seconds to wait for the broker to answer (default %(default)s)",
     )
-    p.set_defaults(func=_guard(_cmd_start))
+    p.set_defaults(func=_cmd_start)
 
     p = bsub.add_parser(
         "stop",
@@ -261,11 +248,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _add_port(p)
     p.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=server.STOP_TIMEOUT_S,
         help="seconds before SIGKILL (default %(default)s)",
     )
-    p.set_defaults(func=_guard(_cmd_stop))
+    p.set_defaults(func=_cmd_stop)
 
     p = bsub.add_parser(
         "status",
@@ -276,15 +263,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _add_port(p)
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     _add_secure_flag(p)
-    p.set_defaults(func=_guard(_cmd_status))
+    p.set_defaults(func=_cmd_status)
 
     p = bsub.add_parser(
         "topics",
         help="create the ICD topics if missing (idempotent) and check co-partitioning",
         description=(
             "Create telesafe.telemetry.{console,robot}, telesafe.operator, "
-            "telesafe.safety.commands, telesafe.audit, telesafe.deadletter with one "
-            "partition count; fail if existing telemetry/operator topics disagree."
+            "telesafe.safety.commands, telesafe.audit, telesafe.deadletter and "
+            "telesafe.state with one partition count; fail if existing telemetry, operator "
+            "or state topics disagree."
         ),
     )
     p.add_argument(
@@ -293,7 +281,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="broker address (default %(default)s)",
     )
     _add_topic_opts(p)
-    p.set_defaults(func=_guard(_cmd_topics))
+    p.set_defaults(func=_cmd_topics)
 
     p = bsub.add_parser(
         "reset",
@@ -302,7 +290,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     _add_data_dir(p)
     p.add_argument("--yes", action="store_true", help="confirm the deletion")
-    p.set_defaults(func=_guard(_cmd_reset))
+    p.set_defaults(func=_cmd_reset)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -312,12 +300,9 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry point: ``python -m monitor.broker.cli broker start``."""
-    parser = argparse.ArgumentParser(prog="telesafe")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    func: Handler = args.func
-    return func(args)
+    from monitor.cli import main as telesafe
+
+    return telesafe(argv)
 
 
 if __name__ == "__main__":

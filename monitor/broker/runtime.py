@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
+from monitor.errors import KafkaLayerError
+
 KAFKA_VERSION = "4.1.1"
 SCALA_VERSION = "2.13"
 # Kafka 4.1.1 itself depends on log4j 2.24.3; use the same for the binding so the
@@ -32,7 +34,7 @@ MARKER = ".telesafe-complete"
 Progress = Callable[[str], None]
 
 
-class BrokerError(Exception):
+class BrokerError(KafkaLayerError):
     """An expected failure (missing tool, broker not answering...): shown without traceback."""
 
 

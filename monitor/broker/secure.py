@@ -511,6 +511,9 @@ def telesafe_grants(prefix: str = "", monitor_group: str = DEFAULT_MONITOR_GROUP
             described.add((user, name))
             grants.append(Grant(f"User:{user}", describe, topic, name))
     grants.append(Grant("User:monitor", read, group, monitor_group))
+    # The monitor sets its group's session timeout (KIP-848 group config) at start-up.
+    grants.append(Grant("User:monitor", "ALTER_CONFIGS", group, monitor_group))
+    grants.append(Grant("User:monitor", "DESCRIBE_CONFIGS", group, monitor_group))
     # librdkafka (confluent-kafka) needs a group.id even for assign(), and then asks for
     # the group's coordinator: without a group ACL the site gets GROUP_AUTHORIZATION_FAILED
     # (fetching still works). Each site may use the groups named <prefix>telesafe-site-<site>*

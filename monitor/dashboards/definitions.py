@@ -239,7 +239,8 @@ def live_procedure(pack: PolicyPack | None = None) -> Dashboard:
 def fleet(pack: PolicyPack | None = None) -> Dashboard:
     """All monitors and procedures; the staleness line from ``pack`` (default pack)."""
     pk = pack or default_pack()
-    stale_s = pk.stale_after_ms / 1e3
+    stop_ms = pk.heartbeat.stop_silence_ms
+    stop_s = stop_ms / 1e3
     resend_s = pk.alarms.resend_interval_ms / 1e3
     escalate_s = resend_s * pk.alarms.escalate_after_resends
     ack_delay = time_series(
@@ -368,6 +369,7 @@ def fleet(pack: PolicyPack | None = None) -> Dashboard:
                             "{{instance}} {{topic}}",
                         ),
                         unit=units.NoUnit,
+                        width=8,
                         thresholds=bands((None, "green"), (LAG_RECORDS_ALERT, "red")),
                         description="Records each instance has yet to read, per topic. "
                         f"Red (above {LAG_RECORDS_ALERT}, the MonitoringBlind alert): the "
@@ -375,14 +377,27 @@ def fleet(pack: PolicyPack | None = None) -> Dashboard:
                         "(engine timer lag, CPU).",
                     ),
                     time_series(
-                        "Consumer lag (seconds)",
+                        "Monitor lag per instance (seconds)",
                         Query("max by (instance) (telesafe_consumer_lag_seconds)", "{{instance}}"),
                         unit=units.Seconds,
-                        thresholds=bands((None, "green"), (stale_s, "red")),
-                        description="Age of the newest record handed to the engine. Red "
-                        f"(above the {_ms(pk.stale_after_ms)} staleness limit of the "
-                        f"{pk.name} pack): records arrive stale and the monitor is blind; "
-                        "follow the MonitoringBlind runbook.",
+                        width=8,
+                        thresholds=bands((None, "green"), (0.1, "orange"), (stop_s, "red")),
+                        description="How far behind each instance is on its worst partition "
+                        "(records waiting in Kafka, a rebalance, a stall). That time is not "
+                        "counted as site silence. Orange (100 ms, TelesafeMonitorSaturated "
+                        f"when held): scale out. Red (the {_ms(stop_ms)} silence stop limit): "
+                        "the instance withholds monitor_heartbeat for those procedures and "
+                        "their robots hold on their own dead-man.",
+                    ),
+                    time_series(
+                        "Monitor loop busy",
+                        Query("max by (instance) (telesafe_monitor_busy_ratio)", "{{instance}}"),
+                        unit=units.PercentUnit,
+                        width=8,
+                        thresholds=bands((None, "green"), (0.8, "orange"), (0.95, "red")),
+                        description="Share of the time each instance's loop is working rather "
+                        "than waiting for records. Near 100 % with a growing lag: the instance "
+                        "is saturated; add instances (up to the partition count).",
                     ),
                 ],
             ),

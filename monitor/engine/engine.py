@@ -1,8 +1,17 @@
 """The rules engine: routes records to procedures and runs their timers.
 
-Pure by construction: every method takes the current `Instant` and returns decisions.
-Drivers (the Kafka service, `telesafe replay`, tests) own the clock and call `tick()` at
+Pure by construction: every method takes the current `Instant` and returns decisions
+(`SendCommand`, `Event`, `PublishLatch`, in the order they must be acted on). Drivers (the
+Kafka service, `telesafe replay`, tests) own the clock and call `tick()` at
 `next_deadline()`, so a deadline fires even when no further record arrives.
+
+The driver's contract, for every method that takes `now`:
+- `now.mono_ns` never goes backwards between calls (the engine keeps one timeline);
+- before handing over a record at `now`, the driver has called `tick` at every
+  `next_deadline()` at or before `now`: a timer then fires before a record heard after
+  it, exactly as in a replay;
+- the same inputs at the same instants give the same decisions, byte for byte (command
+  ids included), so a replay reproduces a live run.
 """
 
 from __future__ import annotations
@@ -16,13 +25,18 @@ from monitor.engine.clock import MS, Instant
 from monitor.engine.decisions import Decision, Event, PublishLatch
 from monitor.engine.latch_state import LatchState
 from monitor.engine.procedure import ProcedureMonitor
+from monitor.engine.requests import request_fields
+from monitor.events import EventKind as K
 from monitor.icd.models import AnyOperator, AnyTelemetry, MonitorStatus, Note, ProcedureStart
 from monitor.policy.loader import PackRegistry
+from monitor.snapshot import ProcedureSnapshot
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    monitor_id: str = "telesafe-1"
+    """Settings of one engine (one per partition number in the service)."""
+
+    monitor_id: str = "telesafe-1"  # stamped on commands; part of every command id
     # None: any operator id may re-arm (development default, announced at start-up).
     operators: frozenset[str] | None = None
     summary_interval_ms: float = 1000.0
@@ -31,6 +45,11 @@ class EngineConfig:
 
 
 class Engine:
+    """Every procedure of one partition number (one shard), and their timers.
+
+    `procedures` maps the procedures in progress to their monitors; read it to list them,
+    never to change them (`release` and the engine itself do)."""
+
     def __init__(self, packs: PackRegistry, config: EngineConfig | None = None) -> None:
         self.packs = packs
         self.config = config or EngineConfig()
@@ -49,6 +68,15 @@ class Engine:
     # -- input -----------------------------------------------------------------------------
 
     def on_telemetry(self, rec: AnyTelemetry, now: Instant) -> list[Decision]:
+        """Judge a telemetry record (ICD §3) heard at `now`; returns what to publish and
+        record, commands first.
+
+        `rec` has passed ICD §6 validation (decode and signature); `now` is when the monitor
+        heard it (the broker's append time in the service, `received_at` in a replay) and
+        satisfies the module's driver contract. A record of an unknown procedure opens it:
+        a procedure_start always, any other record only when fresh (within the default
+        pack's `stale_after_ms`), and never a straggler of a procedure that has ended.
+        A duplicate (seq at or below the site's last) is counted and otherwise ignored."""
         pid = rec.procedure_id
         proc = self.procedures.get(pid)
         out: list[Decision] = []
@@ -95,7 +123,7 @@ class Engine:
         if pack is None:
             out.append(
                 Event(
-                    "policy_unknown",
+                    K.POLICY_UNKNOWN,
                     proc.procedure_id,
                     now.mono_ns,
                     now.utc_ns,
@@ -111,16 +139,19 @@ class Engine:
         proc.apply_pack(pack, now, out)
 
     def on_operator(self, req: AnyOperator, now: Instant) -> list[Decision]:
-        """Act on an operator request (ICD §5) received at `now`; every outcome is an event.
+        """Act on an operator request (ICD §5) heard at `now`; every outcome is an event.
 
+        `req` has passed ICD §6 validation; `now` satisfies the module's driver contract.
         A re-arm or latch-close is acted on at most once: its request_id is remembered
-        whatever the outcome, and must name the latch it clears (ICD 1.1 §5.1, §5.3).
-        """
+        whatever the outcome, and must name the latch it clears (ICD 1.1 §5.1, §5.3). It
+        is accepted only from an operator in `EngineConfig.operators` (when set), while
+        fresh by the monitor's UTC clock, and, for a re-arm, when every rule family's
+        `health` is clear; an accepted re-arm returns a `rearm` command."""
         proc = self.procedures.get(req.procedure_id)
         if isinstance(req, Note):
             return [
                 Event(
-                    "operator_note",
+                    K.OPERATOR_NOTE,
                     req.procedure_id,
                     now.mono_ns,
                     now.utc_ns,
@@ -132,10 +163,10 @@ class Engine:
                 )
             ]
         seen = self._remember_request(req.request_id, req.requested_at, now)
-        if proc is not None and req.request_id in proc.seen_requests:
+        if proc is not None and req.request_id in proc.latch.seen_requests:
             seen = True
         if proc is None:
-            kind = "latch_close_rejected" if req.type == "latch_close" else "rearm_rejected"
+            kind = K.LATCH_CLOSE_REJECTED if req.type == "latch_close" else K.REARM_REJECTED
             if req.procedure_id in self._ended:
                 why = "procedure has ended and its latch (if any) was closed: nothing to clear"
             else:
@@ -146,14 +177,7 @@ class Engine:
                     req.procedure_id,
                     now.mono_ns,
                     now.utc_ns,
-                    {
-                        "operator_id": req.operator_id,
-                        "reason": req.reason,
-                        "request_id": req.request_id,
-                        "requested_command_id": req.command_id,
-                        "requested_at": req.requested_at,
-                        "rejected_because": [why],
-                    },
+                    {**request_fields(req), "rejected_because": [why]},
                 )
             ]
         ops = self.config.operators
@@ -175,38 +199,23 @@ class Engine:
         return False
 
     def on_rejected(self, procedure_id: str | None, site: str | None) -> None:
-        """Count a dead-lettered record against its procedure (no decision, no liveness)."""
+        """Count a dead-lettered record against its procedure (no decision, no liveness).
+        Unknown procedures and sites (the record could not say) are ignored."""
         proc = self.procedures.get(procedure_id) if procedure_id else None
         if proc is not None and site in ("console", "robot"):
-            proc.sites["console" if site == "console" else "robot"].rejected += 1
-
-    def exclude_deaf(self, start_ns: int, end_ns: int, now: Instant) -> list[Decision]:
-        """The monitor could not hear between start and end (see ProcedureMonitor)."""
-        out: list[Decision] = []
-        for proc in list(self.procedures.values()):
-            proc.exclude_deaf(start_ns, end_ns)
-            self._after(proc, out, now)
-        out.append(
-            Event(
-                "monitor_deaf",
-                None,
-                now.mono_ns,
-                now.utc_ns,
-                {
-                    "duration_ms": round((end_ns - start_ns) / MS, 3),
-                    "procedures": len(self.procedures),
-                },
-            )
-        )
-        return out
+            proc.on_rejected("console" if site == "console" else "robot")
 
     # -- ownership (scale-out) -------------------------------------------------------------
 
     def restore(self, state: LatchState, now: Instant) -> list[Decision]:
         """Adopt a latched procedure from the latch-state topic after a partition moved here.
 
-        Precondition: `state` is the newest value of its procedure on `telesafe.state` (a
-        tombstone means there is nothing to restore, so it never reaches here).
+        The procedure stays latched with the same command id, re-sent at once (and every
+        resend interval) while unacknowledged; its seen request ids stay refused. A
+        procedure already latched here keeps its own latch. Precondition: `state` is the
+        newest value of its procedure on `telesafe.state` (a tombstone means there is
+        nothing to restore, so it never reaches here), and `now` satisfies the module's
+        driver contract.
         """
         pid = state.procedure_id
         out: list[Decision] = []
@@ -219,30 +228,35 @@ class Engine:
             proc = ProcedureMonitor(pid, pack, now, self.config.monitor_id, self._summary_ns)
             self.procedures[pid] = proc
             out.append(_opened(proc, "latch_state", None, now))
-        if proc.latch is None:
+        if proc.latch.current is None:
             out.extend(proc.restore_latch(state, now))
         self._after(proc, out, now)
         return out
 
     def release(self, procedure_id: str, now: Instant) -> list[Decision]:
-        """Forget a procedure whose partition moved to another instance (it carries on there)."""
+        """Forget a procedure whose partition moved to another instance (it carries on
+        there); returns its `procedure_released` event (nothing for an unknown id). Its
+        latch is not tombstoned: the new owner restores it from `telesafe.state`."""
         proc = self.procedures.pop(procedure_id, None)
         self._registered.pop(procedure_id, None)
         if proc is None:
             return []
         return [
             Event(
-                "procedure_released",
+                K.PROCEDURE_RELEASED,
                 procedure_id,
                 now.mono_ns,
                 now.utc_ns,
-                {"state": proc.state, "latched": proc.latch is not None},
+                {"state": proc.state, "latched": proc.latch.current is not None},
             )
         ]
 
     # -- timers ----------------------------------------------------------------------------
 
     def next_deadline(self) -> int | None:
+        """The monitor-clock ns of the earliest timer of any procedure (None: none is
+        pending; the next record may add one). Call `tick` when the clock reaches it, and
+        ask again after every call: records, requests and ticks move it."""
         timers = self._timers
         while timers:
             when, _, pid = timers[0]
@@ -252,6 +266,12 @@ class Engine:
         return None
 
     def tick(self, now: Instant) -> list[Decision]:
+        """Run every timer due at or before `now`, in deadline order, each evaluated at its
+        own deadline (not at `now`): a late tick decides what a punctual one would have,
+        with the same command ids. A tick with nothing due returns nothing.
+
+        Precondition: no record or request heard after the earliest due deadline has been
+        handed over yet (the driver contract)."""
         out: list[Decision] = []
         timers = self._timers
         while timers and timers[0][0] <= now.mono_ns:
@@ -271,22 +291,23 @@ class Engine:
 
     def _after(self, proc: ProcedureMonitor, out: list[Decision], now: Instant) -> None:
         pid = proc.procedure_id
-        if proc.latch_changed and not proc.closed:
-            proc.latch_changed = False
+        latch = proc.latch
+        if latch.changed and not proc.closed:
+            latch.changed = False
             out.append(PublishLatch(pid, proc.latch_state(), now.mono_ns))
         if proc.closed:
             del self.procedures[pid]
             self._registered.pop(pid, None)
-            self._ended[pid] = {name: s.last_seq for name, s in proc.sites.items()}
+            self._ended[pid] = proc.last_seqs()
             if len(self._ended) > self.config.ended_memory:
                 self._ended.popitem(last=False)
             data: dict[str, Any] = {"final_state": proc.state}
-            if proc.latch is not None:  # acknowledged: it closes with its procedure (§7)
+            if latch.current is not None:  # acknowledged: it closes with its procedure (§7)
                 data["closed_latch"] = {
-                    "command_id": proc.latch.command.command_id,
-                    "ack_result": proc.latch.ack_result,
+                    "command_id": latch.current.command.command_id,
+                    "ack_result": latch.current.ack_result,
                 }
-            out.append(Event("procedure_closed", pid, now.mono_ns, now.utc_ns, data))
+            out.append(Event(K.PROCEDURE_CLOSED, pid, now.mono_ns, now.utc_ns, data))
             # A tombstone: no instance may ever restore a latch of a closed procedure.
             out.append(PublishLatch(pid, None, now.mono_ns))
             return
@@ -303,58 +324,20 @@ class Engine:
     # -- views -----------------------------------------------------------------------------
 
     def statuses(self) -> list[tuple[str, MonitorStatus]]:
-        """Procedures owed a monitor_heartbeat (ICD §4.2) and the status to send."""
+        """Procedures owed a monitor_heartbeat (ICD §4.2) and the status to send: every
+        procedure in progress, including an ended one whose safe-stop is unacknowledged."""
         return [(pid, p.status()) for pid, p in self.procedures.items()]
 
-    def snapshot(self, now: Instant) -> dict[str, Any]:
-        """Current signal values per procedure, for gauges and the status view."""
-        out: dict[str, Any] = {}
-        for pid, p in self.procedures.items():
-            sites = {}
-            for name, s in p.sites.items():
-                age = None if s.last_fresh_hb is None else (now.mono_ns - s.last_fresh_hb) / 1e9
-                sites[name] = {
-                    "heartbeat_age_s": age,
-                    "jitter_ms": s.jitter_ms,
-                    "loss_ratio": s.loss_ratio,
-                    "duplicates": s.duplicates,
-                    "lost": s.lost,
-                    "stale": s.stale,
-                    "state": s.state,
-                }
-            channels = {}
-            for cname, ch in p.channels.items():
-                ch.window.expire(now.mono_ns)
-                channels[cname] = {q: ch.window.quantile(float(q)) for q in ("0.5", "0.95", "0.99")}
-            out[pid] = {
-                "state": p.state,
-                "pack": p.loaded.name,
-                "sites": sites,
-                "channels": channels,
-                "arms": {
-                    a: {"margin_mm": t.margin_mm, "speed_mm_s": t.speed_mm_s}
-                    for a, t in p.arms.items()
-                },
-                "warnings": [f"{w.rule}:{w.subject}" for w in p.warnings.active.values()],
-                "latch": None
-                if p.latch is None
-                else {
-                    "rule": p.latch.rule,
-                    "command_id": p.latch.command.command_id,
-                    "issued_at": p.latch.command.issued_at,
-                    "ended": p.ended,
-                    "resends": p.latch.resends,
-                    "ack": p.latch.ack_result,
-                    "escalated": p.latch.escalated,
-                },
-            }
-        return out
+    def snapshot(self, now: Instant) -> dict[str, ProcedureSnapshot]:
+        """Each procedure's state and signals at `now`, for gauges and `/status`. Changes
+        nothing: a view taken at any time leaves every later decision as it was."""
+        return {pid: p.snapshot(now) for pid, p in self.procedures.items()}
 
 
 def _opened(proc: ProcedureMonitor, by: str, site: str | None, now: Instant) -> Event:
     lp = proc.loaded
     return Event(
-        "procedure_opened",
+        K.PROCEDURE_OPENED,
         proc.procedure_id,
         now.mono_ns,
         now.utc_ns,

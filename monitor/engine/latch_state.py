@@ -13,12 +13,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from monitor.errors import EngineLayerError
 from monitor.icd.models import ProcedureId, SafeStop
 
 AckResult = Literal["safe_stopped", "rejected", "failed"]
 
 
-class LatchStateError(ValueError):
+class LatchStateError(EngineLayerError, ValueError):
     """A `telesafe.state` value that is not a latch state this version understands."""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
+from itertools import islice
 
 from sortedcontainers import SortedList
 
@@ -45,6 +47,23 @@ class SlidingQuantiles:
             return None
         rank = max(1, math.ceil(q * n))
         return float(self._sorted[rank - 1])
+
+    def quantiles_at(self, now_ns: int, qs: tuple[float, ...]) -> list[float | None]:
+        """`quantile(q)` for each q as if `expire(now_ns)` had run, without expiring: for
+        views, which must not change the window the rules judge later."""
+        cutoff = now_ns - self.window_ns
+        expired = 0
+        for t, _ in self._fifo:
+            if t > cutoff:
+                break
+            expired += 1
+        values: Sequence[float] = self._sorted
+        if expired:
+            values = sorted(v for _, v in islice(self._fifo, expired, None))
+        n = len(values)
+        if n == 0:
+            return [None for _ in qs]
+        return [float(values[max(1, math.ceil(q * n)) - 1]) for q in qs]
 
     def max(self) -> float | None:
         return float(self._sorted[-1]) if self._sorted else None

@@ -72,12 +72,22 @@ def _parse(value: bytes | None) -> dict[str, Any] | Rejection:
             value.decode("utf-8")
         except UnicodeDecodeError:
             return Rejection("record is not valid UTF-8", "not_utf8")
-        return Rejection(
-            f"record is not valid JSON (NaN and Infinity are not allowed): {exc}", "not_json"
-        )
+        if _parses_with_inf_nan(value):
+            reason = f"record holds NaN or Infinity, which JSON does not allow: {exc}"
+            return Rejection(reason, "not_json")
+        return Rejection(f"record is not valid JSON: {exc}", "not_json")
     if not isinstance(obj, dict):
         return Rejection(f"record must be a JSON object, got {type(obj).__name__}", "not_object")
     return obj
+
+
+def _parses_with_inf_nan(value: bytes) -> bool:
+    """The record is JSON but for NaN/Infinity tokens (only asked on the rejection path)."""
+    try:
+        pydantic_core.from_json(value, allow_inf_nan=True)
+    except ValueError:
+        return False
+    return True
 
 
 def decode_telemetry(

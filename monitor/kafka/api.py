@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
+from monitor.errors import EXIT_UNAVAILABLE, KafkaLayerError
+
 if TYPE_CHECKING:
     from monitor.kafka.profiles import AclGrant
 
@@ -25,8 +27,10 @@ DEFAULT_BACKEND: Backend = "confluent"
 OFFSET_END = -1  # "the end of the partition" wherever an offset is accepted
 
 
-class TransportError(Exception):
+class TransportError(KafkaLayerError):
     """A Kafka operation failed (broker unreachable, timeout, refused). One readable line."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 class TransportFatal(TransportError):
@@ -183,6 +187,9 @@ class Admin(Protocol):
         """Set these configuration entries of a topic (incrementally)."""
 
     def delete_topics(self, names: Sequence[str], timeout_s: float) -> None: ...
+
+    def alter_group_config(self, group: str, config: Mapping[str, str], timeout_s: float) -> None:
+        """Set configuration entries of a consumer group (KIP-848 group configs)."""
 
     def create_acls(self, grants: Sequence[AclGrant], timeout_s: float) -> None:
         """Create ALLOW ACLs (idempotent)."""

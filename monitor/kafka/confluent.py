@@ -54,14 +54,20 @@ class _ClientErrors:
     def __init__(self, what: str) -> None:
         self.what = what
         self.fatal: str | None = None
+        self.fatal_code: int | None = None
         self.brokers_down_since: float | None = None
         self._last_logged: dict[int, float] = {}
 
     def __call__(self, err: ck.KafkaError) -> None:
         code = err.code()
-        if err.fatal():
+        if err.fatal() or code == ck.KafkaError._FATAL:
+            # error_cb reports a fatal error as _FATAL with the real cause only in its text.
             self.fatal = f"{self.what}: fatal Kafka client error: {err.str()}"
-            log.critical("%s", self.fatal)
+            if code == ck.KafkaError._FATAL and "instance ID is still used" in err.str():
+                code = ck.KafkaError.UNRELEASED_INSTANCE_ID
+            self.fatal_code = code
+            if code != ck.KafkaError.UNRELEASED_INSTANCE_ID:  # the consumer retries that one
+                log.critical("%s", self.fatal)
             return
         if code == ck.KafkaError._ALL_BROKERS_DOWN and self.brokers_down_since is None:
             self.brokers_down_since = time.monotonic()
@@ -94,23 +100,46 @@ class ConfluentConsumer:
         )
         cfg["error_cb"] = self._errors
         cfg["logger"] = log
+        self.kip848 = cfg.get("group.protocol") == "consumer"
+        self._cfg = cfg
         self._c = ck.Consumer(cfg)
         self._listener: RebalanceListener | None = None
         self._callback_error: BaseException | None = None
+        self._co_topics: list[str] = []
+        self._driver: list[str] = []
+        self._rejoin_at: float | None = None
 
     # -- group membership ------------------------------------------------------------
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
+        """`topics` are co-partitioned: partition N of each goes to the same member.
+
+        KIP-848 (`group.protocol=consumer`): the group assigns the first topic only, with
+        the broker's sticky `uniform` assignor, so a member keeps what it has when another
+        joins or dies; the others' partitions of the same numbers are added (and removed)
+        here. The server-side `range` assignor co-partitions but reshuffles survivors.
+        """
         self._listener = listener
+        self._driver = list(topics) if not self.kip848 else list(topics)[:1]
+        self._co_topics = [] if not self.kip848 else list(topics)[1:]
+        self._subscribe()
+
+    def _subscribe(self) -> None:
         self._c.subscribe(
-            list(topics),
+            self._driver,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
 
+    def _with_co(self, parts: list[ck.TopicPartition]) -> list[ck.TopicPartition]:
+        return parts + [ck.TopicPartition(t, p.partition) for p in parts for t in self._co_topics]
+
     def _on_assign(self, consumer: ck.Consumer, parts: list[ck.TopicPartition]) -> None:
+        if consumer is not self._c:  # a replaced client closing in its own thread
+            return
         try:
+            parts = self._with_co(parts)
             tps = [_tp(p) for p in parts]
             starts = self._listener.assigned(tps) if self._listener else {}
             for p in parts:
@@ -125,6 +154,9 @@ class ConfluentConsumer:
             self._callback_error = exc
 
     def _on_revoke(self, consumer: ck.Consumer, parts: list[ck.TopicPartition]) -> None:
+        if consumer is not self._c:
+            return
+        parts = self._with_co(parts)
         try:
             if self._listener:
                 self._listener.revoked([_tp(p) for p in parts])
@@ -134,6 +166,9 @@ class ConfluentConsumer:
             self._unassign(consumer, parts)
 
     def _on_lost(self, consumer: ck.Consumer, parts: list[ck.TopicPartition]) -> None:
+        if consumer is not self._c:
+            return
+        parts = self._with_co(parts)
         try:
             if self._listener:
                 self._listener.lost([_tp(p) for p in parts])
@@ -160,7 +195,37 @@ class ConfluentConsumer:
 
     # -- reading -----------------------------------------------------------------------
 
+    def _unreleased(self) -> bool:
+        """A static member restarted within its session timeout (a pod's container after a
+        SIGKILL): the broker refuses the instance id until the old member's session ends,
+        and librdkafka makes that fatal. Rejoin with a fresh client until it is released;
+        a second live process with the same id is refused for ever, and says so."""
+        if self._rejoin_at is None:
+            if self._errors.fatal_code != ck.KafkaError.UNRELEASED_INSTANCE_ID:
+                return False
+            log.warning(
+                "consumer: group instance id %s is still held by its previous member; "
+                "rejoining when its session times out",
+                self._cfg.get("group.instance.id"),
+            )
+            lost = [_tp(p) for p in self._c.assignment()]
+            if lost and self._listener is not None:
+                self._listener.lost(lost)
+            self.close(2.0)
+            # A fresh, unsubscribed client at once, so assignment() and friends still work.
+            self._errors.fatal = self._errors.fatal_code = None
+            self._c = ck.Consumer(self._cfg)
+            self._rejoin_at = time.monotonic() + 0.5
+        if time.monotonic() < self._rejoin_at:
+            return True
+        self._rejoin_at = None
+        self._subscribe()
+        return False
+
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
+        if self._unreleased():
+            time.sleep(max(0.0, min(timeout_s, 0.05)))
+            return []
         self._errors.check()
         # Block only for the first record; then take what is already fetched, without
         # waiting (consume(n, t) would wait for n records or the whole timeout).
@@ -361,6 +426,8 @@ _ACL_OPS = {
     "READ": AclOperation.READ,
     "WRITE": AclOperation.WRITE,
     "DESCRIBE": AclOperation.DESCRIBE,
+    "DESCRIBE_CONFIGS": AclOperation.DESCRIBE_CONFIGS,
+    "ALTER_CONFIGS": AclOperation.ALTER_CONFIGS,
 }
 _ACL_RES = {"TOPIC": ResourceType.TOPIC, "GROUP": ResourceType.GROUP}
 
@@ -464,6 +531,21 @@ class ConfluentAdmin:
         for v in done.values():
             if isinstance(v, ck.KafkaError):
                 raise TransportError(f"altering the configuration of {name} failed: {v.str()}")
+
+    def alter_group_config(self, group: str, config: Mapping[str, str], timeout_s: float) -> None:
+        entries = [
+            ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+            for k, v in config.items()
+        ]
+        res = ConfigResource(ConfigResource.Type.GROUP, group, incremental_configs=entries)
+        done = self._wait(
+            self._a.incremental_alter_configs([res], request_timeout=timeout_s),
+            timeout_s,
+            f"configuring group {group}",
+        )
+        for v in done.values():
+            if isinstance(v, ck.KafkaError):
+                raise TransportError(f"configuring group {group} failed: {v.str()}")
 
     def delete_topics(self, names: Sequence[str], timeout_s: float) -> None:
         if names:

@@ -86,10 +86,31 @@ class KafkaPythonConsumer:
         self._listener: RebalanceListener | None = None
         self._notes = _Notes()
         self._held: set[TopicPartition] = set()
+        self._topics: list[str] = []
+        self._subscribed_mono = time.monotonic()
+        self._ends: dict[TopicPartition, tuple[int, float]] = {}
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
         self._listener = listener
-        self._c.subscribe(list(topics), listener=self._notes)
+        self._topics = list(topics)
+        self._subscribed_mono = time.monotonic()
+        self._c.subscribe(self._topics, listener=self._notes)
+
+    def _heal_empty_assignment(self) -> None:
+        """Rejoin if no partition is held although the topics have some.
+
+        Seen when the topics were created just before the monitor joined: the first
+        assignment is empty (no metadata yet) and kafka-python's follow-up rejoin can stall
+        until the coordinator evicts the member, leaving the monitor deaf to everything.
+        """
+        if not self._topics or self._held or time.monotonic() - self._subscribed_mono < 3.0:
+            return
+        if not self._c.partitions_for_topic(self._topics[0]):
+            return  # the topics really do not exist (yet)
+        log.warning("no partitions assigned 3 s after joining: rejoining the group")
+        self._c.unsubscribe()
+        self._subscribed_mono = time.monotonic()
+        self._c.subscribe(self._topics, listener=self._notes)
 
     def assign(self, offsets: Mapping[TopicPartition, int]) -> None:
         tps = [KTP(t, p) for t, p in offsets]
@@ -127,6 +148,7 @@ class KafkaPythonConsumer:
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
         polled = self._c.poll(timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records)
         moved = self._apply_notes()
+        self._heal_empty_assignment()
         out: list[Record] = []
         for ktp, recs in polled.items():
             if (ktp.topic, ktp.partition) in moved:
@@ -194,8 +216,24 @@ class KafkaPythonConsumer:
     ) -> tuple[int, int] | None:
         k = KTP(*partition)
         if cached:
-            hw = self._c.highwater(k)
-            return None if hw is None else (0, hw)
+            try:
+                hw = self._c.highwater(k)
+            except Exception:  # not (or no longer) assigned: nothing known
+                return None
+            if hw is None:
+                # kafka-python learns a partition's high watermark only from a fetch that
+                # returned records: an idle partition has none. Ask the broker, at most
+                # twice a second per partition (a round trip of ~1 ms).
+                now = time.monotonic()
+                known = self._ends.get(partition)
+                if known is None or now - known[1] > 0.5:
+                    try:
+                        end = self._c.end_offsets([k])[k]
+                    except Exception:
+                        return None
+                    known = self._ends[partition] = (int(end), now)
+                hw = known[0]
+            return 0, hw
         try:
             lo = self._c.beginning_offsets([k])[k]
             hi = self._c.end_offsets([k])[k]
@@ -281,6 +319,8 @@ class KafkaPythonProducer:
 
 
 _KP_OPS = {
+    "DESCRIBE_CONFIGS": ACLOperation.DESCRIBE_CONFIGS,
+    "ALTER_CONFIGS": ACLOperation.ALTER_CONFIGS,
     "READ": ACLOperation.READ,
     "WRITE": ACLOperation.WRITE,
     "DESCRIBE": ACLOperation.DESCRIBE,
@@ -371,6 +411,9 @@ class KafkaPythonAdmin:
             self._a.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, dict(config))])
         except KafkaError as exc:
             raise TransportError(f"altering the configuration of {name} failed: {exc}") from None
+
+    def alter_group_config(self, group: str, config: Mapping[str, str], timeout_s: float) -> None:
+        raise TransportError("kafka-python runs classic groups: their timeouts are client-side")
 
     def delete_topics(self, names: Sequence[str], timeout_s: float) -> None:
         if names:

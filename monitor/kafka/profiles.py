@@ -26,6 +26,12 @@ Role = Literal[
 ]
 
 # How long the group coordinator waits for a silent member before moving its partitions.
+# KIP-848 groups (confluent-kafka): a group config the monitor sets at start-up; the
+# broker's group.consumer.min.session.timeout.ms / min.heartbeat.interval.ms must allow it
+# (telesafe's local broker does; on a cluster see docs/deploy-kubernetes.md). librdkafka
+# heartbeats from its own thread, so a busy Python loop does not miss them.
+GROUP_CONFIG = {"consumer.session.timeout.ms": "2000", "consumer.heartbeat.interval.ms": "500"}
+# Classic groups (kafka-python): client-side; 6 s is the broker's default minimum.
 SESSION_TIMEOUT_MS = 6_000
 HEARTBEAT_INTERVAL_MS = 1_000
 
@@ -80,9 +86,12 @@ _CONFLUENT: dict[Role, dict[str, Any]] = {
         "fetch.error.backoff.ms": 50,
         "queued.max.messages.kbytes": 16_384,  # the prefetch bound (back-pressure beyond it)
         "socket.nagle.disable": True,
-        "partition.assignment.strategy": "range",  # co-partitioned topics meet in one member
-        "session.timeout.ms": SESSION_TIMEOUT_MS,
-        "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
+        # KIP-848: incremental by design, so a membership change moves only the partitions
+        # that change hands; the broker's sticky `uniform` assignor keeps each member's
+        # partitions, and co-partitioning is kept by the consumer (confluent.py subscribe).
+        # Session and heartbeat are the group's (set by the monitor: GROUP_CONFIG below).
+        "group.protocol": "consumer",
+        "group.remote.assignor": "uniform",
         "max.poll.interval.ms": 30_000,  # a hung loop leaves the group
         "allow.auto.create.topics": False,
         "enable.partition.eof": False,

@@ -4,27 +4,42 @@
 monitor's /status, else from `telesafe.state`), show it, send a request naming it with a
 fresh request id (ICD 1.1 §5.1), then wait for the monitor's decision on the audit mirror
 and print it. Exit codes: 0 accepted (or sent, with --no-wait), 1 rejected or nothing to
-do, 2 bad arguments, 3 no decision seen in time.
+do, 2 bad arguments, 3 no decision seen in time (or Kafka did not answer).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import ValidationError
 
+from monitor.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    OperatorLayerError,
+    UsageError,
+)
 from monitor.icd.decode import describe
 from monitor.icd.models import LatchClose, Note, RearmRequest
 from monitor.icd.topics import Topics
 from monitor.kafka import KafkaSettings, TransportError, open_producer
 from monitor.kafka.settings import add_kafka_arguments, env, settings_from_args
-from monitor.operator.latches import DecisionWatch, LatchInfo, from_state_topic, from_status
+from monitor.operator.latches import DecisionWatch, from_state_topic, from_status
 from monitor.security.signing import Signer
 
-EXIT_ACCEPTED, EXIT_REJECTED, EXIT_USAGE, EXIT_NO_DECISION = 0, 1, 2, 3
+DEFAULT_MONITOR_URL = "http://127.0.0.1:9108"
+
+
+class NoDecision(OperatorLayerError):
+    """The request was sent but no monitor's decision was seen in time."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -93,7 +108,7 @@ def _latch_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--monitor",
-        default=env("TELESAFE_MONITOR_URL", "http://127.0.0.1:9108"),
+        default=env("TELESAFE_MONITOR_URL", DEFAULT_MONITOR_URL),
         metavar="URL",
         help="a monitor's HTTP address to ask for the latch (env TELESAFE_MONITOR_URL; "
         "default %(default)s); telesafe.state is read when it does not answer",
@@ -111,90 +126,137 @@ def _latch_arguments(p: argparse.ArgumentParser) -> None:
     _signing_argument(p)
 
 
-def _signer(args: argparse.Namespace, prog: str) -> Signer | None:
+def _signer(args: argparse.Namespace) -> Signer | None:
     spec = getattr(args, "signing_key", None)
     if not spec:
         return None
     name, _, path = spec.partition("=")
     if not name or not path:
-        raise ValueError("--signing-key must look like NAME=PATH")
+        raise UsageError("--signing-key must look like NAME=PATH")
     if name != args.operator:
-        raise ValueError(f"--signing-key name {name!r} must equal --operator {args.operator!r}")
+        raise UsageError(f"--signing-key name {name!r} must equal --operator {args.operator!r}")
     try:
         return Signer.from_file(name, path)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"--signing-key: {exc}") from None
+        raise UsageError(f"--signing-key: {exc}") from None
 
 
-def _find_latch(args: argparse.Namespace, settings: KafkaSettings) -> LatchInfo | None:
-    info = from_status(args.monitor, args.procedure)
-    if info is None:
-        info = from_state_topic(settings, args.procedure)
-    return info
-
-
-def _request(args: argparse.Namespace, kind: str, accepted: str, rejected: str) -> int:
-    prog = f"telesafe {'rearm' if kind == 'rearm_request' else 'latch close'}"
+def _settings(args: argparse.Namespace) -> KafkaSettings:
     try:
-        settings = settings_from_args(args)
-        signer = _signer(args, prog)
+        return settings_from_args(args)
     except ValueError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        if args.command_id:
-            command_id = args.command_id
-        else:
-            info = _find_latch(args, settings)
-            if info is None:
-                print(f"{prog}: {args.procedure} is not latched (no latch on telesafe.state)")
-                return EXIT_REJECTED
-            print(f"{args.procedure}: {info.describe()}")
-            command_id = info.command_id
-        model = RearmRequest if kind == "rearm_request" else LatchClose
-        try:
-            req = model(
-                v=1,
-                type=kind,  # type: ignore[arg-type]
-                procedure_id=args.procedure,
-                operator_id=args.operator,
-                reason=args.reason,
-                requested_at=time.time_ns(),
-                command_id=command_id,
-                request_id=str(uuid.uuid4()),
-            )
-        except ValidationError as err:
-            print(f"{prog}: {describe(err)}", file=sys.stderr)
-            return EXIT_USAGE
-        watch = None if args.no_wait else DecisionWatch(settings, args.procedure)
-        try:
-            where = _send(settings, req, signer)
-            print(f"{kind} {req.request_id} sent ({where})")
-            if watch is None:
-                return EXIT_ACCEPTED
-            entry = watch.wait(req.request_id, (accepted, rejected), args.timeout)
-        finally:
-            if watch is not None:
-                watch.close()
-    except TransportError as exc:
-        print(f"{prog}: Kafka at {settings.bootstrap_servers}: {exc}", file=sys.stderr)
-        return EXIT_NO_DECISION
-    if entry is None:
-        print(
-            f"{prog}: no decision within {args.timeout:g} s (is a monitor running for "
-            f"{args.procedure}? its log and audit trail will show the outcome)",
-            file=sys.stderr,
+        raise UsageError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class LatchRequest:
+    """A re-arm (``rearm_request``) or latch close (``latch_close``) of one procedure."""
+
+    kind: Literal["rearm_request", "latch_close"]
+    procedure: str
+    operator: str
+    reason: str
+    command_id: str | None = None  # the latch to clear; None: look it up
+    monitor_url: str = DEFAULT_MONITOR_URL  # asked first for the latch
+    timeout_s: float = 10.0  # wait this long for the decision; 0: do not wait
+
+    @property
+    def outcomes(self) -> tuple[str, str]:
+        """The audit events of acceptance and rejection."""
+        if self.kind == "rearm_request":
+            return "rearm_accepted", "rearm_rejected"
+        return "latch_closed", "latch_close_rejected"
+
+
+@dataclass(frozen=True)
+class Decision:
+    accepted: bool
+    monitor_id: str
+    command_id: str  # the latch the request named
+    reasons: list[str]  # why it was rejected
+
+
+def request_latch(
+    settings: KafkaSettings,
+    req: LatchRequest,
+    signer: Signer | None = None,
+    say: Callable[[str], None] = print,
+) -> Decision | None:
+    """Find the procedure's current latch (unless named), send the request naming it and
+    wait for the monitor's decision on the audit topic (None: `timeout_s` 0, not waited
+    for). `say` is told what is found and sent. Raises OperatorLayerError when there is
+    no latch, NoDecision when no decision came in time, TransportError from Kafka."""
+    command_id = req.command_id
+    if command_id is None:
+        info = from_status(req.monitor_url, req.procedure) or from_state_topic(
+            settings, req.procedure
         )
-        return EXIT_NO_DECISION
-    by = entry.get("monitor_id", "?")
-    if entry["event"] == accepted:
-        print(f"ACCEPTED by monitor {by}: latch {command_id} cleared")
-        return EXIT_ACCEPTED
+        if info is None:
+            raise OperatorLayerError(
+                f"{req.procedure} is not latched (no latch on the monitor's /status nor "
+                "on telesafe.state): nothing to clear"
+            )
+        say(f"{req.procedure}: {info.describe()}")
+        command_id = info.command_id
+    model = RearmRequest if req.kind == "rearm_request" else LatchClose
+    try:
+        wire = model(
+            v=1,
+            type=req.kind,  # type: ignore[arg-type]
+            procedure_id=req.procedure,
+            operator_id=req.operator,
+            reason=req.reason,
+            requested_at=time.time_ns(),
+            command_id=command_id,
+            request_id=str(uuid.uuid4()),
+        )
+    except ValidationError as err:
+        raise UsageError(describe(err)) from None
+    watch = DecisionWatch(settings, req.procedure) if req.timeout_s > 0 else None
+    try:
+        where = _send(settings, wire, signer)
+        say(f"{req.kind} {wire.request_id} sent ({where})")
+        if watch is None:
+            return None
+        entry = watch.wait(wire.request_id, req.outcomes, req.timeout_s)
+    finally:
+        if watch is not None:
+            watch.close()
+    if entry is None:
+        raise NoDecision(
+            f"no decision within {req.timeout_s:g} s (is a monitor running for "
+            f"{req.procedure}? its log and audit trail will show the outcome)"
+        )
     reasons = entry.get("data", {}).get("rejected_because") or ["(no reason given)"]
-    print(f"REJECTED by monitor {by}:")
-    for why in reasons:
+    accepted = entry["event"] == req.outcomes[0]
+    by = str(entry.get("monitor_id", "?"))
+    return Decision(accepted, by, command_id, [] if accepted else [str(r) for r in reasons])
+
+
+def _request(args: argparse.Namespace, kind: Literal["rearm_request", "latch_close"]) -> int:
+    settings = _settings(args)
+    req = LatchRequest(
+        kind,
+        args.procedure,
+        args.operator,
+        args.reason,
+        command_id=args.command_id,
+        monitor_url=args.monitor,
+        timeout_s=0.0 if args.no_wait else args.timeout,
+    )
+    try:
+        decision = request_latch(settings, req, _signer(args))
+    except TransportError as exc:
+        raise TransportError(f"Kafka at {settings.bootstrap_servers}: {exc}") from None
+    if decision is None:
+        return EXIT_OK  # --no-wait: sent
+    if decision.accepted:
+        print(f"ACCEPTED by monitor {decision.monitor_id}: latch {decision.command_id} cleared")
+        return EXIT_OK
+    print(f"REJECTED by monitor {decision.monitor_id}:")
+    for why in decision.reasons:
         print(f"  - {why}")
-    return EXIT_REJECTED
+    return EXIT_FAILED
 
 
 def _send(
@@ -215,33 +277,27 @@ def _send(
 
 
 def rearm(args: argparse.Namespace) -> int:
-    return _request(args, "rearm_request", "rearm_accepted", "rearm_rejected")
+    return _request(args, "rearm_request")
 
 
 def latch_close(args: argparse.Namespace) -> int:
-    return _request(args, "latch_close", "latch_closed", "latch_close_rejected")
+    return _request(args, "latch_close")
 
 
 def note(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    signer = _signer(args)
     try:
-        settings = settings_from_args(args)
-        signer = _signer(args, "telesafe note")
         req = Note(
             v=1, type="note", procedure_id=args.procedure, operator_id=args.operator, text=args.text
         )
-    except ValidationError as err:  # a ValueError too: first
-        print(f"telesafe note: {describe(err)}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as exc:
-        print(f"telesafe note: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except ValidationError as err:
+        raise UsageError(describe(err)) from None
     try:
         where = _send(settings, req, signer)
     except TransportError as exc:
-        print(
-            f"telesafe note: not delivered to Kafka at {settings.bootstrap_servers}: {exc}",
-            file=sys.stderr,
-        )
-        return 1
+        raise TransportError(
+            f"not delivered to Kafka at {settings.bootstrap_servers}: {exc}"
+        ) from None
     print(f"note for {req.procedure_id} delivered ({where}); the monitor audits it")
-    return 0
+    return EXIT_OK

@@ -41,14 +41,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     ps = p.add_subparsers(dest="policy_command", metavar="SUBCOMMAND", required=True)
     c = ps.add_parser("check", help=CHECK_HELP, description=CHECK_DESCRIPTION)
-    c.add_argument("paths", nargs="+", metavar="FILE|DIR")
+    c.add_argument(
+        "paths", nargs="+", metavar="FILE|DIR", help="pack files (*.yaml) or directories of them"
+    )
     default = os.environ.get("TELESAFE_DEFAULT_PACK", DEFAULT_PACK)
     c.add_argument("--default-pack", default=default, help=DEFAULT_PACK_HELP)
     c.set_defaults(func=check)
-    e = ps.add_parser("explain", help="print a pack's rules as a readable table")
-    e.add_argument("file", metavar="FILE")
+    e = ps.add_parser(
+        "explain",
+        help="print a pack's rules as a readable table",
+        description="Print each rule of a policy pack with its signal, warning and "
+        "safe-stop thresholds, as the monitor applies them. Exit 1 if the pack is invalid.",
+    )
+    e.add_argument("file", metavar="FILE", help="a policy pack (*.yaml)")
     e.set_defaults(func=explain)
-    s = ps.add_parser("schema", help="print the JSON Schema of policy packs (rules/schema.json)")
+    s = ps.add_parser(
+        "schema",
+        help="print the JSON Schema of policy packs (rules/schema.json)",
+        description="Print the JSON Schema every policy pack must match (for editors and "
+        "CI); the same as the shipped rules/schema.json.",
+    )
     s.set_defaults(func=print_schema)
 
 

@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from monitor.errors import PolicyLayerError
+
 PosMs = Annotated[float, Field(gt=0)]
 Point = Annotated[list[float], Field(min_length=3, max_length=3)]
 
@@ -24,7 +26,7 @@ Point = Annotated[list[float], Field(min_length=3, max_length=3)]
 WARN_BEFORE_STOP = "so the warning comes before the safe-stop"
 
 
-class Problems(ValueError):
+class Problems(PolicyLayerError, ValueError):
     """Cross-field problems of one section: (path below the section, plain sentence) each."""
 
     def __init__(self, items: Sequence[tuple[tuple[str | int, ...], str]]) -> None:

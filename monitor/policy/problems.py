@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 from pydantic import ValidationError
 
+from monitor.errors import PolicyLayerError
 from monitor.policy.model import PolicyPack, Problems
 
 Path = tuple[str | int, ...]
@@ -59,7 +60,7 @@ class Problem:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class PolicyError(ValueError):
+class PolicyError(PolicyLayerError, ValueError):
     """Packs that cannot be used. ``problems`` lists every problem found (never empty);
     the message is one line: the file, and each problem's JSON path and sentence."""
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from monitor.engine.clock import MS, Instant
@@ -54,16 +56,48 @@ def _lines(decisions: list[Decision]) -> Iterator[dict[str, Any]]:
             }
 
 
+@dataclass
+class ReplayStats:
+    """What a replay noticed about its recording, for warnings beside the decisions."""
+
+    monitor_ids: Counter[str] = field(default_factory=Counter)  # records per recording monitor
+    unmatched_acks: list[tuple[str | None, str]] = field(default_factory=list)  # (pid, cid)
+
+    def note(self, line: dict[str, Any]) -> None:
+        if line.get("decision") == "event" and line.get("kind") == "ack_unmatched":
+            self.unmatched_acks.append((line.get("procedure_id"), str(line["data"]["command_id"])))
+
+
 def replay(
     records: Iterable[RecordedRecord],
     packs: PackRegistry,
     config: EngineConfig,
     tail_ms: float = 3000.0,
+    stats: ReplayStats | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Every decision in order, as JSON-ready dicts. Deterministic for a given input."""
+    """Every decision in order, as JSON-ready dicts. Deterministic for a given input.
+    `stats`, if given, is filled as the replay goes (complete once it is exhausted)."""
+    lines = _replay(records, packs, config, tail_ms, stats)
+    if stats is None:
+        yield from lines
+        return
+    for line in lines:
+        stats.note(line)
+        yield line
+
+
+def _replay(
+    records: Iterable[RecordedRecord],
+    packs: PackRegistry,
+    config: EngineConfig,
+    tail_ms: float,
+    stats: ReplayStats | None,
+) -> Iterator[dict[str, Any]]:
     eng = Engine(packs, config)
     last: int | None = None
     for r in records:
+        if stats is not None and r.monitor_id is not None:
+            stats.monitor_ids[r.monitor_id] += 1
         t = r.received_at
         nd = eng.next_deadline()
         while nd is not None and nd <= t:

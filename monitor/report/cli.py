@@ -9,31 +9,23 @@ history has a hole the ledgers given cannot explain; 2 bad arguments or unreadab
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
 from pathlib import Path
 
-from monitor.audit.checkpoint import KeyFileError, load_public_key
-from monitor.audit.store import LedgerError
+from monitor.argtypes import positive_int
+from monitor.audit.checkpoint import load_public_key
+from monitor.audit.cli import require_ledger
 from monitor.audit.verified import LedgerRefused, VerifiedLedger
-from monitor.report.model import ProcedureReport, ProofInfo, ReportError, UnknownProcedure
+from monitor.errors import EXIT_FAILED, EXIT_OK, UsageError
+from monitor.report.model import ProcedureReport, ProofInfo, ReportError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-
-# Exit code of each failure, most specific first: a ledger that fails verification and an
-# unknown procedure are failures (1), anything else is bad input (2).
 class HoleRefusal(ReportError):
-    """Stands for `monitor.report.fleet.HistoryHole` here (imported lazily)."""
+    """The history has a hole the ledgers given cannot explain (exit 1, like a ledger that
+    fails verification)."""
 
+    exit_code = EXIT_FAILED
 
-_EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
-    (LedgerRefused, EXIT_FAILED),
-    (UnknownProcedure, EXIT_FAILED),
-    (HoleRefusal, EXIT_FAILED),
-    (ReportError, EXIT_USAGE),
-    (LedgerError, EXIT_USAGE),
-)
 
 _EPILOG = textwrap.dedent(
     """\
@@ -135,7 +127,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--run",
-        type=_positive,
+        type=positive_int,
         metavar="N",
         help="if the procedure id was opened more than once in the ledger, report on run N "
         "(1 = first; default: the latest)",
@@ -149,16 +141,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "records (its thresholds are drawn on the charts); the shipped rules/ is always searched",
     )
     p.set_defaults(func=run_report)
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} is not a positive run number")
-    return v
 
 
 def _safe_name(pid: str) -> str:
@@ -175,54 +157,42 @@ def run_report(args: argparse.Namespace) -> int:
         out = Path(f"report-{_safe_name(args.procedure)}.html")
     for target in (out, pdf):
         if target is not None and not target.parent.exists():
-            return _usage(f"{target.parent}: output directory does not exist")
+            raise UsageError(f"{target.parent}: output directory does not exist")
     if out is not None and pdf is not None and out.resolve() == pdf.resolve():
-        return _usage("--out and --pdf name the same file")
+        raise UsageError("--out and --pdf name the same file")
     if pdf is not None and not pdf_available():
-        return _usage(
+        raise PdfUnavailable(
             "--pdf needs WeasyPrint, which is not installed (or its native libraries are "
             "missing). Install the optional extra: pip install 'telesafe[pdf]', or print the "
             "HTML report to PDF from a browser."
         )
     for d in args.rules:
         if not Path(d).is_dir():
-            return _usage(f"--rules {d}: not a directory")
+            raise UsageError(f"--rules {d}: not a directory")
     if args.proofs and not Path(args.proofs).is_dir():
-        return _usage(f"--proofs {args.proofs}: not a directory")
+        raise UsageError(f"--proofs {args.proofs}: not a directory")
     problem = _check_sources(args)
     if problem:
-        return _usage(problem)
+        raise UsageError(problem)
     try:
         ledgers, source = _load(args)
-        if len(ledgers) == 1 and not args.archive:
-            report = build_report(ledgers[0], args.procedure, run=args.run, rules_dirs=args.rules)
-            proofs = _single_proofs(ledgers[0], report) if args.proofs else []
-        else:
-            report = _fleet(ledgers, args, source)
-            proofs = report.proofs
-    except (ReportError, LedgerError, KeyFileError) as exc:
-        code = next((c for kind, c in _EXIT_CODES if isinstance(exc, kind)), EXIT_USAGE)
-        if isinstance(exc, LedgerRefused | HoleRefusal):
-            print(f"telesafe report: refusing to report: {exc}", file=sys.stderr)
-        elif code == EXIT_FAILED:
-            print(f"telesafe report: {exc}", file=sys.stderr)
-        else:
-            _usage(str(exc))
-        return code
+    except LedgerRefused as exc:
+        raise LedgerRefused(f"refusing to report: {exc}") from None
+    if len(ledgers) == 1 and not args.archive:
+        report = build_report(ledgers[0], args.procedure, run=args.run, rules_dirs=args.rules)
+        proofs = _single_proofs(ledgers[0], report) if args.proofs else []
+    else:
+        report = _fleet(ledgers, args, source)
+        proofs = report.proofs
     html = render_html(report)
-    try:
-        if out is not None:
-            out.write_text(html, encoding="utf-8")
-            print(f"report: {out} ({len(html) // 1024} KiB)")
-        if pdf is not None:
-            write_pdf(html, pdf)
-            print(f"report: {pdf}")
-        if args.proofs:
-            _write_proofs(Path(args.proofs), report, proofs)
-    except PdfUnavailable as exc:
-        return _usage(str(exc))
-    except OSError as exc:
-        return _usage(f"{exc.filename or ''}: {exc.strerror or exc}")
+    if out is not None:
+        out.write_text(html, encoding="utf-8")
+        print(f"report: {out} ({len(html) // 1024} KiB)")
+    if pdf is not None:
+        write_pdf(html, pdf)
+        print(f"report: {pdf}")
+    if args.proofs:
+        _write_proofs(Path(args.proofs), report, proofs)
     stops = len(report.stops)
     cp = report.checkpoint
     if report.multi:
@@ -271,6 +241,8 @@ def _load(args: argparse.Namespace) -> tuple[list[VerifiedLedger], str]:
 
     if args.archive:
         return _load_archive(Path(args.archive), Path(args.trusted_keys))
+    for path in args.ledger:
+        require_ledger(Path(path))
     keys = [load_public_key(k) for k in args.pubkey]
     if len(keys) == 1:
         keys *= len(args.ledger)
@@ -299,7 +271,7 @@ def _load_archive(directory: Path, trusted_file: Path) -> tuple[list[VerifiedLed
         raise ReportError(str(exc)) from None
     copies = sorted((directory / LEDGERS_DIR).glob("*" + COPY_SUFFIX))
     if not directory.is_dir():
-        raise LedgerError(f"--archive {directory}: not a directory")
+        raise UsageError(f"--archive {directory}: not a directory")
     out = []
     for path in copies:
         origin = origin_of_copy(path)
@@ -337,7 +309,7 @@ def _fleet(ledgers: list[VerifiedLedger], args: argparse.Namespace, source: str)
             allow_holes=args.allow_holes,
         )
     except HistoryHole as exc:
-        raise HoleRefusal(str(exc)) from None
+        raise HoleRefusal(f"refusing to report: {exc}") from None
 
 
 def _single_proofs(vl: VerifiedLedger, report: ProcedureReport) -> list[ProofInfo]:
@@ -362,8 +334,3 @@ def _write_proofs(directory: Path, report: ProcedureReport, proofs: list[ProofIn
             f"proofs: {len(written)} in {directory} (check each with `telesafe audit "
             f"verify-proof FILE --pubkey KEY.pub`)"
         )
-
-
-def _usage(msg: str) -> int:
-    print(f"telesafe report: error: {msg}", file=sys.stderr)
-    return EXIT_USAGE

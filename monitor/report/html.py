@@ -17,6 +17,7 @@ import jinja2
 from markupsafe import Markup
 
 from monitor import __version__
+from monitor.errors import ReportLayerError
 from monitor.report.charts import all_charts
 from monitor.report.model import RATIO_RULES, ProcedureReport, fmt_utc, is_number, percent
 from monitor.report.summary import glossary, link_line, summary
@@ -25,7 +26,7 @@ TEMPLATE = "report.html"
 GAP_LIST_MAX = 120  # heartbeat gaps listed per site; the chart shows all of them
 
 
-class PdfUnavailable(RuntimeError):
+class PdfUnavailable(ReportLayerError, RuntimeError):
     """WeasyPrint (the optional `pdf` extra) is not installed or cannot load."""
 
 

@@ -13,18 +13,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from monitor.errors import EXIT_FAILED, ReportLayerError
+
 CHANNELS = ("control", "video")
 SITES = ("console", "robot")
 WORKSPACE_RULES = frozenset({"workspace_box", "forbidden_zone", "tool_speed", "grip_force"})
 RATIO_RULES = frozenset({"link_loss"})  # observed and threshold are ratios: shown as %
 
 
-class ReportError(Exception):
-    """A user-facing failure of building a report (`telesafe report` maps it to an exit
-    code)."""
+class ReportError(ReportLayerError):
+    """A user-facing failure of building a report (bad input: exit 2)."""
 
 
 class UnknownProcedure(ReportError):
+    """The procedure is not in the verified ledger (the message lists those that are)."""
+
+    exit_code = EXIT_FAILED
+
     def __init__(self, procedure_id: str, known: Sequence[ProcedureListing]) -> None:
         self.procedure_id = procedure_id
         self.known = list(known)

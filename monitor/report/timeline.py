@@ -1,7 +1,7 @@
 """The report's timeline: which ledger events it shows, and each one in words.
 
-The event-kind sets below are kept by hand for now; they are due to be derived from the
-`EventKind` vocabulary table once it exists.
+Which events it shows and in which lane come from the event vocabulary
+(`monitor.events.EVENTS`); a kind this version does not know is shown under "other".
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from monitor.audit.verified import Entry
+from monitor.events import EVENTS, kinds_where
+from monitor.events import EventKind as K
 from monitor.report.model import (
     RATIO_RULES,
     TimelineItem,
@@ -20,40 +22,16 @@ from monitor.report.model import (
 )
 
 # Timeline categories (used for colours in the table and lanes in the chart).
-_CATEGORY = {
-    "procedure_opened": "procedure",
-    "procedure_started": "procedure",
-    "procedure_ended": "procedure",
-    "procedure_closed": "procedure",
-    "policy_applied": "policy",
-    "policy_unknown": "policy",
-    "warning_raised": "warning",
-    "warning_cleared": "cleared",
-    "safe_stop_issued": "stop",
-    "safe_stop_resent": "resend",
-    "safe_stop_escalated": "stop",
-    "breach_while_latched": "stop",
-    "command_reconciled": "stop",
-    "safe_stop_acknowledged": "ack",
-    "ack_unmatched": "ack",
-    "rearm_accepted": "rearm",
-    "rearm_rejected": "rearm",
-    "operator_note": "note",
-    "clock_state": "site",
-    "site_state": "site",
-}
+_CATEGORY: dict[str, str] = {k: spec.lane for k, spec in EVENTS.items()}
 # Shown in their own sections or charts rather than the timeline table.
-_NOT_IN_TIMELINE = frozenset({"latency_summary", "heartbeat_gap", "state_changed"})
+_NOT_IN_TIMELINE = frozenset(k for k, spec in EVENTS.items() if not spec.in_timeline)
 # Events whose SUBJECT is who acted or where, rather than the record's `subject`.
-_SUBJECT_FIELD = {
-    "rearm_accepted": "operator_id",
-    "rearm_rejected": "operator_id",
-    "operator_note": "operator_id",
-    "procedure_opened": "site",
-    "procedure_started": "site",
-    "procedure_ended": "site",
-    "clock_state": "site",
-    "site_state": "site",
+_SUBJECT_FIELD: dict[str, str] = {
+    **dict.fromkeys(kinds_where(actor="operator", source="engine"), "operator_id"),
+    **dict.fromkeys(
+        (K.PROCEDURE_OPENED, K.PROCEDURE_STARTED, K.PROCEDURE_ENDED, K.CLOCK_STATE, K.SITE_STATE),
+        "site",
+    ),
 }
 # Consecutive re-sends of one command beyond this many are folded into one row.
 RESEND_ROWS = 5

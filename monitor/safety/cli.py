@@ -6,13 +6,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from monitor.safety.trace import HazardLogError, trace
+from monitor.safety.trace import trace
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("safety", help="safety case: hazard log traceability")
+    p = sub.add_parser(
+        "safety",
+        help="safety case: hazard log traceability",
+        description="Tools for the safety case (docs/safety/): `trace` ties each hazard "
+        "to its controls, the tests that show them and their last result.",
+    )
     ssub = p.add_subparsers(dest="safety_command", required=True)
     t = ssub.add_parser(
         "trace",
@@ -22,24 +27,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(pytest --junitxml) and write the traceability table.",
     )
     t.add_argument("--junit", type=Path, help="JUnit XML of the last test run")
-    t.add_argument("--hazards", type=Path, default=ROOT / "docs/safety/hazards.yaml")
-    t.add_argument("--root", type=Path, default=ROOT, help="repository root (holds tests/)")
+    t.add_argument(
+        "--hazards",
+        type=Path,
+        default=ROOT / "docs/safety/hazards.yaml",
+        help="the hazard log (default: docs/safety/hazards.yaml of this checkout)",
+    )
+    t.add_argument(
+        "--root",
+        type=Path,
+        default=ROOT,
+        help="repository root, holding tests/ (default: this checkout)",
+    )
     t.add_argument(
         "--out",
         type=Path,
         default=ROOT / "docs/safety/traceability.md",
-        help="where to write the table ('-' for stdout only)",
+        help="where to write the table, '-' for stdout only (default: "
+        "docs/safety/traceability.md of this checkout)",
     )
     t.set_defaults(func=_trace)
 
 
 def _trace(args: argparse.Namespace) -> int:
     out = None if str(args.out) == "-" else args.out
-    try:
-        code, text = trace(args.root, args.hazards, args.junit, out)
-    except (HazardLogError, OSError) as exc:
-        print(f"telesafe safety trace: {exc}", file=sys.stderr)
-        return 2
+    code, text = trace(args.root, args.hazards, args.junit, out)
     if out is None:
         sys.stdout.write(text)
     else:

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from monitor.errors import SafetyLayerError
+
 PASSED, FAILED, SKIPPED, XFAILED, NOT_RUN = "passed", "failed", "skipped", "xfailed", "not run"
 
 
@@ -43,7 +45,7 @@ class TestRef:
         return f"{self.path}::{self.name}"
 
 
-class HazardLogError(ValueError):
+class HazardLogError(SafetyLayerError, ValueError):
     pass
 
 

@@ -6,23 +6,12 @@ import json
 import uuid
 from typing import Any, Protocol
 
+from monitor import events
 from monitor.engine.decisions import Event
 
 AUDIT_SCHEMA = "telesafe.audit/1"
 # Events that close a chapter of the record get a signed checkpoint right after them.
-CHECKPOINT_EVENTS = frozenset(
-    {
-        "procedure_started",
-        "procedure_ended",
-        "procedure_closed",
-        "safe_stop_issued",
-        "safe_stop_acknowledged",
-        "rearm_accepted",
-        "monitor_started",
-        "monitor_stopped",
-    }
-)
-_OPERATOR_EVENTS = frozenset({"rearm_accepted", "rearm_rejected", "operator_note"})
+CHECKPOINT_EVENTS = events.CHECKPOINTED
 
 
 class AuditSink(Protocol):
@@ -63,9 +52,9 @@ class EntryFactory:
         `late_ms`: how long after the instant it concerns the monitor decided it (it was
         behind), recorded when at least 1 ms."""
         data = ev.data
-        if ev.kind in _OPERATOR_EVENTS:
+        if ev.kind in events.OPERATOR_ACTED:
             actor = f"operator:{data.get('operator_id')}"
-        elif ev.kind in ("safe_stop_acknowledged", "ack_unmatched"):
+        elif ev.kind in events.ROBOT_ACTED:
             actor = "site:robot"
         else:
             actor = f"monitor:{self.monitor_id}"

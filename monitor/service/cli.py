@@ -1,20 +1,21 @@
-"""`telesafe run` (the monitor) and `telesafe status` (a live view of a running monitor)."""
+"""`telesafe run` (the monitor) and the `telesafe status` arguments (the command itself is
+in `statusview.py`)."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import errno
 import logging
 import signal
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from monitor.argtypes import non_negative_seconds, positive_int, seconds
 from monitor.audit.checkpoint import KeyFileError
+from monitor.errors import one_line
 from monitor.kafka import KafkaSettings, TransportError, open_admin
 from monitor.kafka.settings import add_kafka_arguments, env, settings_from_args
 from monitor.metrics import MonitorMetrics
@@ -22,7 +23,8 @@ from monitor.policy.loader import PackRegistry, PolicyError
 from monitor.security.signing import Keyring, Signer
 from monitor.service import heap
 from monitor.service.audit_sink import AuditSink, KafkaMirrorSink
-from monitor.service.runner import MonitorOptions, MonitorService, StartupError
+from monitor.service.options import MonitorOptions, StartupError
+from monitor.service.runner import MonitorService
 
 log = logging.getLogger("telesafe.monitor")
 
@@ -41,7 +43,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument(
         "--monitor-id",
         default=env("TELESAFE_MONITOR_ID", "telesafe-1"),
-        help="this instance's id, in every command (env TELESAFE_MONITOR_ID)",
+        help="this instance's id, in every command (env TELESAFE_MONITOR_ID; default %(default)s)",
     )
     g.add_argument(
         "--group-id",
@@ -69,12 +71,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="comma-separated operator ids allowed to re-arm, or @FILE with one per "
         "line; if unset any operator id is accepted (development only; logged)",
     )
-    g.add_argument("--http-host", default=env("TELESAFE_HTTP_HOST", "127.0.0.1"))
+    g.add_argument(
+        "--http-host",
+        default=env("TELESAFE_HTTP_HOST", "127.0.0.1"),
+        help="address the HTTP endpoints listen on (env TELESAFE_HTTP_HOST; default "
+        "%(default)s; 0.0.0.0 for a scraper on another host)",
+    )
     g.add_argument(
         "--http-port",
         type=int,
         default=int(env("TELESAFE_HTTP_PORT", "9108") or 9108),
-        help="port for /metrics, /healthz, /readyz, /status (0: any free port)",
+        help="port for /metrics, /healthz, /readyz, /status (env TELESAFE_HTTP_PORT; "
+        "default %(default)s; 0: any free port)",
     )
     g.add_argument(
         "--ledger",
@@ -90,7 +98,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     g.add_argument(
         "--ledger-verify-interval",
-        type=_seconds,
+        type=non_negative_seconds,
         default=env("TELESAFE_LEDGER_VERIFY_INTERVAL", "60"),
         metavar="SECONDS",
         help="re-verify the ledger's newest checkpointed range this often, in the audit "
@@ -117,7 +125,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--record",
         default=None,
         metavar="FILE",
-        help="also write every received record to FILE (ICD §9 JSON Lines)",
+        help="also write every received record to FILE (ICD §9 JSON Lines, each line "
+        "naming this monitor; docs/record-replay.md)",
     )
     g.add_argument(
         "--startup-lookback",
@@ -131,28 +140,44 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--log-level",
         default=env("TELESAFE_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level of the monitor's log on stdout (env TELESAFE_LOG_LEVEL; default "
+        "%(default)s; DEBUG also shows the Kafka client libraries' own lines)",
     )
-    p.set_defaults(func=run)
+    g.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="run N monitor processes on this node in one consumer group (worker i gets "
+        "monitor id ID-i, HTTP port PORT+i, ledger LEDGER-i); they share the partitions "
+        "(default %(default)s)",
+    )
+    p.set_defaults(func=run, own_logging=True)  # configured in run(), for the monitor's log
 
     s = sub.add_parser(
         "status",
         help="live view of a running monitor's procedures",
-        description="Poll a monitor's /status endpoint and show its procedures.",
+        description="Poll a monitor's /status endpoint and show its procedures; when the "
+        "monitor stops answering, the last view stays on screen with its age. Exit 3 if "
+        "no monitor answers at the start.",
     )
-    s.add_argument("--url", default="http://127.0.0.1:9108", help="monitor base URL")
-    s.add_argument("--once", action="store_true", help="print one snapshot as JSON and exit")
-    s.add_argument("--interval", type=float, default=0.5, help="refresh seconds")
+    s.add_argument(
+        "--url",
+        default=env("TELESAFE_MONITOR_URL", "http://127.0.0.1:9108"),
+        help="the monitor's HTTP address (env TELESAFE_MONITOR_URL; default %(default)s)",
+    )
+    s.add_argument("--once", action="store_true", help="print the view once and exit")
+    s.add_argument(
+        "--json", action="store_true", help="print the /status snapshot as JSON and exit"
+    )
+    s.add_argument(
+        "--interval",
+        type=seconds,
+        default=0.5,
+        metavar="SECONDS",
+        help="refresh period (default %(default)s)",
+    )
     s.set_defaults(func=status)
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: need a finite number of seconds >= 0")
-    return v
 
 
 def _operators(spec: str | None) -> frozenset[str] | None:
@@ -193,6 +218,18 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stdout,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    if args.workers > 1:
+        from monitor.service.workers import Supervisor
+
+        argv = sys.argv[sys.argv.index("run") + 1 :] if "run" in sys.argv else []
+        return Supervisor(
+            argv,
+            args.workers,
+            args.monitor_id,
+            args.http_port,
+            args.ledger,
+            args.group_instance_id,
+        ).run()
     logging.getLogger("kafka").setLevel(logging.ERROR)  # kafka-python's chatter drowns safety lines
     try:
         settings = settings_from_args(args)
@@ -206,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError("--command-key must look like NAME=PATH")
             signer = Signer.from_file(name, path)
     except (ValueError, PolicyError, KeyFileError) as exc:
-        print(f"telesafe run: {exc}", file=sys.stderr)
+        print(f"telesafe run: {one_line(str(exc))}", file=sys.stderr)
         return 2
     if operators is None:
         log.warning(
@@ -217,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     if args.record:
         from monitor.replay.recording import RecordingWriter
 
-        recorder = RecordingWriter(args.record)
+        recorder = RecordingWriter(args.record, args.monitor_id)
     opts = MonitorOptions(
         monitor_id=args.monitor_id,
         group_id=args.group_id,
@@ -239,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         sink = _audit_sink(args, publish_audit, metrics)
     except Exception as exc:  # ledger in use, unusable path, wrong key...
-        print(f"telesafe run: cannot start: {exc}", file=sys.stderr)
+        print(f"telesafe run: cannot start: {one_line(str(exc))}", file=sys.stderr)
         return 1
     if not _wait_for_kafka(settings, done_flag := threading.Event()):
         sink.stop()
@@ -256,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
             recorder=recorder.write if recorder else None,
         )
     except Exception as exc:  # broker gone again, port in use...
-        print(f"telesafe run: cannot start: {exc}", file=sys.stderr)
+        print(f"telesafe run: cannot start: {_why(exc, args)}", file=sys.stderr)
         sink.stop()
         return 1
     holder["svc"] = svc
@@ -281,6 +318,16 @@ def run(args: argparse.Namespace) -> int:
     return 1 if svc.error is not None else 0
 
 
+def _why(exc: Exception, args: argparse.Namespace) -> str:
+    """One line for a start-up failure, naming the setting at fault where it is known."""
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return (
+            f"HTTP port {args.http_host}:{args.http_port} is already in use (another "
+            "monitor?); choose another with --http-port (0: any free port)"
+        )
+    return one_line(str(exc))
+
+
 def _wait_for_kafka(settings: KafkaSettings, done: threading.Event) -> bool:
     """Wait until a broker answers (a monitor started before Kafka waits, it does not
     crash-loop); False if interrupted first. SIGTERM/SIGINT set `done`."""
@@ -302,31 +349,6 @@ def _wait_for_kafka(settings: KafkaSettings, done: threading.Event) -> bool:
 
 
 def status(args: argparse.Namespace) -> int:
-    url = args.url.rstrip("/") + "/status"
+    from monitor.service.statusview import status as show  # rich: only for this command
 
-    def fetch() -> dict[str, Any]:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return json.loads(resp.read())  # type: ignore[no-any-return]
-
-    try:
-        snap = fetch()
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"telesafe status: cannot reach {url}: {exc}", file=sys.stderr)
-        return 1
-    if args.once:
-        print(json.dumps(snap, indent=2, default=str))
-        return 0
-    from rich.live import Live
-
-    from monitor.service.statusview import render
-
-    with Live(render(snap), refresh_per_second=4, screen=False) as live:
-        try:
-            while True:
-                time.sleep(args.interval)
-                try:
-                    live.update(render(fetch()))
-                except (urllib.error.URLError, OSError) as exc:
-                    live.update(f"[red]monitor unreachable: {exc}")
-        except KeyboardInterrupt:
-            return 0
+    return show(args)

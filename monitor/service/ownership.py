@@ -11,9 +11,11 @@ time the moment a partition stops being heard, and releases shards that moved aw
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from monitor.engine.clock import Clock, Instant
 from monitor.engine.decisions import Decision
@@ -28,9 +30,14 @@ from monitor.kafka import (
     TransportError,
 )
 from monitor.kafka.reading import read_to_end
-from monitor.service.timekeeping import PartitionTime
+from monitor.service.timekeeping import NS_PER_MS, PartitionTime
 
 log = logging.getLogger("telesafe.ownership")
+
+# A taken-over partition's backlog pauses while this instance's own partitions are behind
+# by more than this, and resumes once they are within the second (`balance_backlog`).
+OWN_BEHIND_NS = 40 * NS_PER_MS
+OWN_CAUGHT_UP_NS = 15 * NS_PER_MS
 
 Handle = Callable[[list[Decision], Instant], None]
 
@@ -40,6 +47,25 @@ class Shard:
     number: int
     engine: Engine
     time: PartitionTime
+    # Until its latches are restored, a new shard's partitions are paused and any record
+    # that still arrives waits here: no record may be judged before its procedure's latch
+    # is back (else a breach would latch it again under a new command id).
+    restoring: bool = False
+    waiting: list[tuple[Instant, Record]] = field(default_factory=list)
+    # Taken over and not yet caught up: its backlog yields to the shards this instance
+    # already had (their procedures must not wait behind another instance's leftovers).
+    catching_up: bool = False
+    paused: bool = False
+
+
+@dataclass
+class Restored:
+    """The outcome of a background restore: the newest latch states (by partition number),
+    or the error that stops the monitor (a broken topic layout)."""
+
+    numbers: list[int]
+    states: list[tuple[int, LatchState]] = field(default_factory=list)
+    error: BaseException | None = None
 
 
 class Ownership:
@@ -84,8 +110,11 @@ class Ownership:
         self.consumer: Consumer | None = None
         self.heard_mono = clock.now().mono_ns  # the loop's last poll return
         self.assigned_once = False
+        self.assigned_before = False
         self.rebalances = 0
         self._pending_release: set[int] = set()
+        self.restored: queue.SimpleQueue[Restored] = queue.SimpleQueue()
+        self.to_pause: list[TopicPartition] = []  # the loop pauses these after the poll
 
     # -- the listener ------------------------------------------------------------------
 
@@ -110,8 +139,11 @@ class Ownership:
         self._release_tps(partitions)
 
     def assigned(self, partitions: list[TopicPartition]) -> Mapping[TopicPartition, int]:
+        """Only the start offsets are worked out here, on the loop thread (a round trip or
+        two); the layout check and the latch restore run on a helper thread while the new
+        partitions stay paused, so the procedures this instance already owns are never
+        held up by a takeover (issue: failover without collateral)."""
         self.rebalances += 1
-        self.check_layout()  # co-partitioning and append time, on every assignment
         now = self.clock.now()
         numbers = {tp.partition for tp in partitions}
         if not self.incremental:
@@ -120,20 +152,62 @@ class Ownership:
             self._release_numbers(gone, now)
         new_numbers = sorted(n for n in numbers if n not in self.shards)
         for n in new_numbers:
-            self.shards[n] = Shard(n, self.make_engine(), PartitionTime(n))
-        restored = self._restore(new_numbers, now) if new_numbers else 0
+            self.shards[n] = Shard(n, self.make_engine(), PartitionTime(n), restoring=True)
         starts = self._start_offsets([tp for tp in partitions if tp.topic in self.inputs])
         for tp in partitions:
             if tp.topic in self.inputs:
                 self.shards[tp.partition].time.assign(tp, now.mono_ns, starts.get(tp))
+        self.assigned_before = self.assigned_once  # not this instance's first assignment
         self.assigned_once = True
-        log.info(
-            "assigned %s; %d new shard(s), %d latch(es) restored",
-            _describe(partitions),
-            len(new_numbers),
-            restored,
-        )
+        if new_numbers:
+            self.to_pause += [tp for tp in partitions if tp.partition in new_numbers]
+            threading.Thread(
+                target=self._restore_in_background,
+                args=(new_numbers,),
+                name="telesafe-restore",
+                daemon=True,
+            ).start()
+        if partitions:
+            log.info(
+                "assigned %s; %d new shard(s), restoring their latches",
+                _describe(partitions),
+                len(new_numbers),
+            )
         return starts
+
+    def _restore_in_background(self, numbers: list[int]) -> None:
+        try:
+            self.check_layout()  # co-partitioning and append time, on every assignment
+            self.restored.put(Restored(numbers, self._read_latches(numbers)))
+        except BaseException as exc:  # handed to the loop thread, which stops the monitor
+            self.restored.put(Restored(numbers, error=exc))
+
+    def finish_restores(self, now: Instant) -> list[Shard]:
+        """Called by the loop every turn: apply restores that are done; the shards that
+        may now be resumed (their waiting records are then processed by the loop)."""
+        done: list[Shard] = []
+        while True:
+            try:
+                r = self.restored.get_nowait()
+            except queue.Empty:
+                return done
+            if r.error is not None:
+                raise r.error
+            for number, state in r.states:
+                shard = self.shards.get(number)
+                if shard is not None and shard.restoring:
+                    self.handle(shard.engine.restore(state, now), now)
+            for n in r.numbers:
+                shard = self.shards.get(n)
+                if shard is not None and shard.restoring:
+                    shard.restoring = False
+                    shard.catching_up = self.assigned_before
+                    done.append(shard)
+            log.info(
+                "latches of partition(s) %s restored: %d latched procedure(s)",
+                r.numbers,
+                len(r.states),
+            )
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -158,8 +232,9 @@ class Ownership:
                 log.warning("lookback seek failed, starting at the end: %s", exc)
         return starts
 
-    def _restore(self, numbers: list[int], now: Instant) -> int:
-        """Latches of the procedures on these partition numbers, from `telesafe.state`."""
+    def _read_latches(self, numbers: list[int]) -> list[tuple[int, LatchState]]:
+        """The newest latch state of every latched procedure on these partition numbers,
+        from `telesafe.state` (runs on the restore thread; the engines are not touched)."""
         latest: dict[str, tuple[int, bytes | None]] = {}
         try:
             for r in self.read_state(numbers):
@@ -171,21 +246,15 @@ class Ownership:
                 "their sites' records arrive): %s",
                 exc,
             )
-        restored = 0
+        out: list[tuple[int, LatchState]] = []
         for pid, (number, value) in latest.items():
             if not value:
                 continue  # a tombstone: closed or re-armed, nothing to restore
             try:
-                state = LatchState.from_bytes(value)
+                out.append((number, LatchState.from_bytes(value)))
             except LatchStateError as exc:
                 log.error("latch state of %s not restored: %s", pid, exc)
-                continue
-            shard = self.shards.get(number)
-            if shard is None:
-                continue
-            self.handle(shard.engine.restore(state, now), now)
-            restored += 1
-        return restored
+        return out
 
     def _read_state_topic(self, numbers: list[int]) -> Iterable[Record]:
         return read_to_end(
@@ -215,6 +284,59 @@ class Ownership:
                 continue
             for pid in list(shard.engine.procedures):
                 self.handle(shard.engine.release(pid, now), now)
+
+    def settle(
+        self, received_mono: int, high_watermark: Callable[[TopicPartition], int | None]
+    ) -> None:
+        """After each poll: which topic-partitions are caught up, from the high watermarks
+        of the client's last fetches (no network call; ~1 µs each). A record the broker
+        holds that was not processed means the monitor has not heard past it."""
+        for shard in self.shards.values():
+            t = shard.time
+            for tp in list(t.heard):
+                t.settle(tp, high_watermark(tp), received_mono)
+
+    def stalled(self, heard_mono: int, trust_after_mono: int) -> None:
+        """The whole loop could not hear from `heard_mono` (see `PartitionTime.stall`)."""
+        for shard in self.shards.values():
+            shard.time.stall(heard_mono, trust_after_mono)
+
+    def held(self) -> int:
+        """Topic-partitions held (an instance holding none supervises nothing)."""
+        return sum(len(s.time.heard) for s in self.shards.values())
+
+    def balance_backlog(self, now_mono: int) -> tuple[list[TopicPartition], list[TopicPartition]]:
+        """Partitions taken over come with a backlog (everything since the dead owner's
+        last commit). librdkafka hands records over in one queue, so that backlog would
+        delay the records of the procedures this instance already supervised: while any of
+        those is behind by over OWN_BEHIND_NS, the taken-over partitions are paused (they
+        are late already, and withheld from monitor_heartbeat until caught up), and they
+        resume once it is within OWN_CAUGHT_UP_NS. Returns (pause, resume) for the loop."""
+        shards = self.shards.values()
+        pause: list[TopicPartition] = []
+        resume: list[TopicPartition] = []
+        if not any(s.catching_up for s in shards):
+            return pause, resume
+        own_lag = max(
+            (
+                now_mono - s.time.horizon(now_mono)
+                for s in shards
+                if not s.catching_up and not s.restoring
+            ),
+            default=0,
+        )
+        for s in shards:
+            if not s.catching_up:
+                continue
+            if s.paused and own_lag <= OWN_CAUGHT_UP_NS:
+                resume += s.time.heard
+                s.paused = False
+            elif not s.paused and own_lag > OWN_BEHIND_NS:
+                pause += s.time.heard
+                s.paused = True
+            if not s.paused and not s.time.behind:
+                s.catching_up = False  # caught up: an ordinary shard from now on
+        return pause, resume
 
     def shard_of(self, partition: int) -> Shard | None:
         return self.shards.get(partition)

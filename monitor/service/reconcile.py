@@ -13,13 +13,15 @@ import time
 from typing import Any
 
 from monitor.audit.ledger import Ledger
+from monitor.events import EventKind
 from monitor.icd.topics import Topics
 from monitor.kafka.reading import read_to_end
 from monitor.kafka.settings import KafkaSettings
 
 log = logging.getLogger("telesafe.reconcile")
 
-_RECORDED_BY = ("safe_stop_issued", "rearm_accepted", "command_reconciled")
+# The events that carry a command the monitor sent (monitor/events.py: `command_id`).
+_RECORDED_BY = (EventKind.SAFE_STOP_ISSUED, EventKind.REARM_ACCEPTED, EventKind.COMMAND_RECONCILED)
 SCAN_ENTRIES = 50_000
 
 

@@ -13,8 +13,7 @@ Per iteration:
 3. settle which partitions are caught up, then run each shard's timers up to what it
    has heard (`timekeeping`), so the monitor's own lag or deafness never counts as a
    site's silence;
-4. every 20 ms a `monitor_heartbeat` for each procedure of each shard heard recently
-   enough, then serve the producers' delivery reports;
+4. every 20 ms a `monitor_heartbeat` for the procedures of shards heard recently (`beats`);
 5. every 250 ms: commit offsets whose audit is durable, publish the procedure view.
 """
 
@@ -23,101 +22,49 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from monitor import __version__
-from monitor.broker.topics import check_layout
 from monitor.engine.clock import MS, Clock, Instant, SystemClock
-from monitor.engine.decisions import Decision, Event, PublishLatch, SendCommand
+from monitor.engine.decisions import Event
 from monitor.engine.engine import Engine, EngineConfig
+from monitor.events import EventKind
 from monitor.icd.models import Latency
 from monitor.icd.topics import Topics
-from monitor.kafka import (
-    Admin,
-    Consumer,
-    KafkaSettings,
-    Producer,
-    Record,
-    TopicPartition,
-    TransportError,
-    open_admin,
-    open_consumer,
-    open_producer,
-)
+from monitor.kafka import KafkaSettings, Record, TopicPartition, TransportError
 from monitor.metrics import MonitorMetrics, ProcedureView
 from monitor.policy.loader import PackRegistry
 from monitor.security.signing import Keyring
-from monitor.service.audit_sink import CHECKPOINT_EVENTS, AuditSink, EntryFactory
+from monitor.service import health, startup
+from monitor.service.audit_sink import AuditSink, EntryFactory
+from monitor.service.beats import Heartbeats
 from monitor.service.commits import AuditedOffsets, AuditPositions
+from monitor.service.dispatch import Dispatcher
 from monitor.service.http import MonitorHTTP
 from monitor.service.intake import Intake, Refused
+from monitor.service.options import MonitorOptions, StartupError, Transport
 from monitor.service.ownership import Ownership, Shard
 from monitor.service.publisher import Publisher, Signer
 from monitor.service.sensor import Sensor
-from monitor.service.timekeeping import next_beat, poll_timeout_s, stamp, wake_at
+from monitor.service.timekeeping import (
+    STALL_NS,
+    TRUST_AFTER_STALL_NS,
+    deaf_ns,
+    poll_timeout_s,
+    stamp,
+    wake_at,
+)
+from monitor.service.view import LoopView, loop_view
 
 log = logging.getLogger("telesafe.monitor")
 
 MAX_BATCH = 500  # records per poll: bounds how long timers wait behind one batch (~10 ms)
 POLL_CAP_S = 0.1  # never block longer: the stop flag and health are checked this often
 HOUSEKEEPING_NS = 250 * MS
-STALL_S = 1.0  # /healthz fails when the loop has not turned for this long
-# A loop that did not poll for this long (beyond what it asked to wait) was deaf: it then
-# trusts the client's cached watermarks only once its fetchers have answered again.
-STALL_NS = 100 * MS
-TRUST_AFTER_STALL_NS = 100 * MS
 
-Recorder = Any  # Callable[[Instant, str, bytes | None, bytes | None], None]
-
-
-class StartupError(Exception):
-    """The monitor cannot start as configured (one line, with the fix)."""
-
-
-@dataclass
-class Transport:
-    """The Kafka clients of one monitor: its group consumer, an admin client and the
-    commands, heartbeats and bookkeeping producers (in that order)."""
-
-    consumer: Consumer
-    admin: Admin
-    producers: tuple[Producer, Producer, Producer]
-    read_state: Callable[[list[int]], Iterable[Record]] | None = None
-
-    @classmethod
-    def open(cls, settings: KafkaSettings, options: MonitorOptions) -> Transport:
-        cid = options.monitor_id
-        return cls(
-            open_consumer(
-                settings,
-                "monitor",
-                f"{cid}-consumer",
-                group_id=options.group_id,
-                group_instance_id=options.group_instance_id,
-            ),
-            open_admin(settings),
-            (
-                open_producer(settings, "commands", f"{cid}-commands"),
-                open_producer(settings, "heartbeats", f"{cid}-heartbeats"),
-                open_producer(settings, "bookkeeping", f"{cid}-bookkeeping"),
-            ),
-        )
-
-
-@dataclass
-class MonitorOptions:
-    monitor_id: str = "telesafe-1"
-    group_id: str = "telesafe-monitor"
-    group_instance_id: str | None = None
-    http_host: str = "127.0.0.1"
-    http_port: int = 9108
-    heartbeat_interval_ms: float = 20.0
-    operators: frozenset[str] | None = None
-    startup_lookback_s: float = 10.0
-    summary_interval_ms: float = 1000.0
-    extra: dict[str, Any] = field(default_factory=dict)
+# Called with each record as heard (`telesafe run --record`, ICD §9).
+Recorder = Callable[[Instant, str, bytes | None, bytes | None], None]
 
 
 class MonitorService:
@@ -153,6 +100,9 @@ class MonitorService:
         self.offsets = AuditedOffsets()
         t = transport or Transport.open(settings, options)
         self.publisher = Publisher(settings, self.metrics, signer=signer, producers=t.producers)
+        self.dispatch = Dispatcher(
+            self.publisher, self.sensor, audit, self.entries, self.positions, self.clock
+        )
         self.intake = Intake(self.topics, keyring)
         self.recorder = recorder
         self.consumer = t.consumer
@@ -160,12 +110,12 @@ class MonitorService:
         self.ownership = Ownership(
             settings,
             lambda: Engine(packs, self.engine_config),
-            self._handle,
+            self.dispatch.handle,
             self.clock,
             options.startup_lookback_s,
             incremental=self.consumer.incremental,
             on_revoke=self._revoked,
-            check_layout=self._check_layout,
+            check_layout=lambda: startup.check_topics(self.admin, self.topics),
             read_state=t.read_state,
         )
         self.ownership.consumer = self.consumer
@@ -179,14 +129,14 @@ class MonitorService:
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="telesafe-loop", daemon=True)
-        self._hb_seq: dict[str, int] = {}
-        self._hb_ns = int(options.heartbeat_interval_ms * MS)
-        self._next_hb = self.clock.now().mono_ns + self._hb_ns
+        hb_ns = int(options.heartbeat_interval_ms * MS)
+        self._withhold_ns = int(packs.default.pack.heartbeat.stop_silence_ms * MS)
+        self.heartbeats = Heartbeats(hb_ns, self._withhold_ns, self.clock.now().mono_ns + hb_ns)
         self._next_house = self.clock.now().mono_ns
         self._last_received = 0
-        self._withhold_ns = int(packs.default.pack.heartbeat.stop_silence_ms * MS)
+        self.load = health.LoopLoad(self.clock.now().mono_ns)
         self._sites = {t: self.topics.site_of(t) for t in self.topics.all()}
-        self._status_cache: dict[str, Any] = {}
+        self._view: LoopView | None = None
         self._known: set[str] = set()
         self.last_loop_mono = time.monotonic()
         self.error: BaseException | None = None
@@ -199,39 +149,21 @@ class MonitorService:
     def start(self, loop_thread: bool = True) -> None:
         """Check the topics, record the start, and run. Raises StartupError (one line).
         `loop_thread=False`: the caller turns the loop itself with `step()` (tests)."""
-        self._check_layout()
-        now = self.clock.now()
+        startup.check_topics(self.admin, self.topics)
         self.metrics.up_since.set(time.time())
         ledger = getattr(self.audit, "ledger", None)
         if ledger is not None:
-            self._reconcile(ledger)
-        self.audit.submit(
-            self.entries.monitor_event(
-                "monitor_started",
-                now.utc_ns,
-                now.mono_ns,
-                operators="any (no allow-list configured)"
-                if self.options.operators is None
-                else sorted(self.options.operators),
-                kafka_client=self.settings.client,
-            ),
-            checkpoint=True,
-        )
-        for lp in self.packs.all():
-            self.audit.submit(
-                self.entries.monitor_event(
-                    "policy_loaded",
-                    now.utc_ns,
-                    now.mono_ns,
-                    pack=lp.name,
-                    version=lp.version,
-                    hash=lp.sha256,
-                    source=lp.source,
-                )
+            startup.reconcile(
+                ledger, self.settings, self.options.monitor_id, self.audit, self.entries, self.clock
             )
+        startup.record_start(
+            self.audit, self.entries, self.clock.now(), self.options, self.settings, self.packs
+        )
+        startup.configure_group(self.admin, self.options.group_id, self.consumer.incremental)
         self.http.start()
+        # Co-partitioned; the first drives the group's assignment (monitor/kafka/confluent.py).
         self.consumer.subscribe(
-            [self.topics.telemetry_console, self.topics.telemetry_robot, self.topics.operator],
+            [self.topics.telemetry_robot, self.topics.telemetry_console, self.topics.operator],
             self.ownership,
         )
         if loop_thread:
@@ -244,105 +176,64 @@ class MonitorService:
             ", ".join(f"{p.name}@{p.version}" for p in self.packs.all()),
         )
 
-    def _check_layout(self) -> None:
-        from monitor.broker.runtime import BrokerError
-
-        try:
-            check_layout(self.admin, self.topics)
-        except BrokerError as exc:
-            raise StartupError(str(exc)) from None
-
-    def _reconcile(self, ledger: Any) -> None:
-        from monitor.service.reconcile import ledger_command_ids, unrecorded_commands
-
-        try:
-            missing = unrecorded_commands(
-                self.settings, self.options.monitor_id, ledger_command_ids(ledger)
-            )
-        except Exception as exc:  # never keep the monitor from starting over bookkeeping
-            log.error("could not reconcile the ledger with the commands topic: %s", exc)
-            return
-        for cmd in missing:
-            now = self.clock.now()
-            log.warning(
-                "ledger lacked safe-stop %s for %s (sent before a crash?): recording it",
-                cmd["command_id"],
-                cmd.get("procedure_id"),
-            )
-            self.audit.submit(
-                self.entries.from_event(
-                    Event(
-                        "command_reconciled",
-                        cmd.get("procedure_id"),
-                        now.mono_ns,
-                        now.utc_ns,
-                        {
-                            "command_id": cmd["command_id"],
-                            "command": cmd,
-                            "reason": "on the commands topic at start-up, not in the ledger",
-                        },
-                    )
-                ),
-                checkpoint=True,
-            )
-
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        self._commit(final=True)
+        self._commit()
         self.consumer.close(5.0)
         now = self.clock.now()
         self.audit.submit(
-            self.entries.monitor_event("monitor_stopped", now.utc_ns, now.mono_ns), checkpoint=True
+            self.entries.monitor_event(EventKind.MONITOR_STOPPED, now.utc_ns, now.mono_ns),
+            checkpoint=True,
         )
         self.audit.stop()
         self.publisher.close()
         self.admin.close()
         self.http.stop()
 
-    def wait_ready(self, timeout_s: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.ownership.shards:
-                return True
-            time.sleep(0.05)
-        return False
-
     # -- the loop ------------------------------------------------------------------------
 
     def _run(self) -> None:
         try:
-            self._loop()
+            while not self._stop.is_set():
+                self.step()
         except BaseException as exc:
             self.error = exc
             log.critical("monitor loop stopped: %s; no longer supervising", exc, exc_info=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.step()
 
     def step(self) -> None:
         """One turn of the loop (tests drive it directly with a fake clock and transport)."""
         shards = self.ownership.shards
         wake = wake_at(
             (s.engine.next_deadline() for s in shards.values() if not s.time.behind),
-            self._next_hb,
+            self.heartbeats.due_ns,
             self._next_house,
         )
         started = self.clock.now()
         timeout_s = poll_timeout_s(wake, started.mono_ns, POLL_CAP_S)
         records = self.consumer.poll(timeout_s, MAX_BATCH)
         received = self.clock.now()
+        self.load.turned(started.mono_ns, received.mono_ns, timeout_s)
         self._check_stall(started, timeout_s, received)
+        own = self.ownership
+        if own.to_pause:  # partitions just taken over wait for their latches
+            self.consumer.pause(own.to_pause)
+            own.to_pause = []
+        for shard in own.finish_restores(received):
+            self.consumer.resume(list(shard.time.heard))
+            waiting, shard.waiting = shard.waiting, []
+            for at, r in waiting:
+                self._ingest([r], at)
         if records:
             self._ingest(records, received)
-        self._settle(received)
+        own.settle(received.mono_ns, self._high_watermark)
+        pause, resume = own.balance_backlog(received.mono_ns)
+        self.consumer.pause(pause)
+        self.consumer.resume(resume)
         self.ownership.heard_mono = received.mono_ns
         self._run_timers(received)
         now = self.clock.now()
-        if now.mono_ns >= self._next_hb:
-            self._heartbeats(now)
-            self._next_hb = next_beat(self._next_hb, now.mono_ns, self._hb_ns)
+        self.heartbeats.beat(shards.values(), now, self.publisher, self.options.monitor_id)
         self.publisher.service()
         if now.mono_ns >= self._next_house or self.metrics.per_procedure.wanted:
             self._housekeeping(now)
@@ -356,6 +247,9 @@ class MonitorService:
             shard = shards.get(r.partition)
             if shard is None:
                 continue  # a partition released inside this very poll
+            if shard.restoring:
+                shard.waiting.append((received, r))
+                continue
             tp = TopicPartition(r.topic, r.partition)
             at = stamp(
                 r.timestamp_ms if r.log_append_time else None, received, shard.time.floor(tp)
@@ -374,7 +268,7 @@ class MonitorService:
                 limit = min(at_mono, shard.time.horizon(received.mono_ns))
                 if due <= limit:
                     t = received.at_mono(limit)
-                    self._handle(eng.tick(t), t, received=received)
+                    self.dispatch.handle(eng.tick(t), t, received=received)
             self._record(r, shard, at, received, counts)
         self.sensor.records(counts)
 
@@ -396,6 +290,8 @@ class MonitorService:
             self.publisher.deadletter(r.key, r.value, rej.reason, source)
             self.sensor.rejected(site or "operator", rej.code, source, rej.reason)
             shard.engine.on_rejected(item.procedure_id, site)
+            if site is None:
+                self.dispatch.refused_request(item, at, received)
             return
         if site is not None:
             k = (site, item.type)
@@ -407,45 +303,24 @@ class MonitorService:
             self.metrics.operator_requests.labels(item.type, "received").inc()
             decisions = shard.engine.on_operator(item, at)  # type: ignore[arg-type]
         if decisions:
-            self._handle(decisions, at, source=source, received=received, r=r)
+            self.dispatch.handle(decisions, at, source=source, received=received, r=r)
 
     def _check_stall(self, started: Instant, timeout_s: float, received: Instant) -> None:
-        """The loop could not hear for longer than a poll may take (the process was stopped,
-        swapped out, or a callback blocked): from the previous poll on, every partition is
-        heard only as far as its records say, until the client's fetchers answered again."""
-        previous = self._last_received
-        self._last_received = received.mono_ns
-        overrun = received.mono_ns - started.mono_ns - int(timeout_s * 1e9)
-        gap = started.mono_ns - previous
-        deaf_ns = max(overrun, 0) + max(gap, 0)
-        if deaf_ns <= STALL_NS or previous == 0:
+        """The loop could not hear for longer than a poll may take: from the previous poll
+        on, every partition is heard only as far as its records say, until the client's
+        fetchers answered again (docs/safety/deafness.md)."""
+        deaf = deaf_ns(self._last_received, started.mono_ns, received.mono_ns, timeout_s)
+        previous, self._last_received = self._last_received, received.mono_ns
+        if deaf <= STALL_NS:
             return
-        until = received.mono_ns + TRUST_AFTER_STALL_NS
-        for shard in self.ownership.shards.values():
-            shard.time.stall(previous, until)
+        self.ownership.stalled(previous, received.mono_ns + TRUST_AFTER_STALL_NS)
         log.warning(
             "monitor could not hear for %.0f ms; that time is not counted as site silence",
-            deaf_ns / 1e6,
+            deaf / 1e6,
         )
-        ev = Event(
-            "monitor_deaf",
-            None,
-            received.mono_ns,
-            received.utc_ns,
-            {"duration_ms": round(deaf_ns / 1e6, 3), "shards": len(self.ownership.shards)},
-        )
+        data = {"duration_ms": round(deaf / 1e6, 3), "shards": len(self.ownership.shards)}
+        ev = Event(EventKind.MONITOR_DEAF, None, received.mono_ns, received.utc_ns, data)
         self.audit.submit(self.entries.from_event(ev))
-
-    def _settle(self, received: Instant) -> None:
-        """Which topic-partitions are caught up, from the high watermarks of the client's
-        last fetches (no network call; ~1 µs each): a record the broker holds that was
-        not processed means the monitor has not heard past it."""
-        watermarks = self.consumer.watermarks
-        for shard in self.ownership.shards.values():
-            t = shard.time
-            for tp in list(t.heard):
-                marks = watermarks(tp, 0.0, cached=True)
-                t.settle(tp, None if marks is None else marks[1], received.mono_ns)
 
     def _run_timers(self, received: Instant) -> None:
         for shard in list(self.ownership.shards.values()):
@@ -456,57 +331,7 @@ class MonitorService:
             if due <= limit:
                 t = received.at_mono(limit)
                 self.metrics.engine_loop_lag.set(max(0, received.mono_ns - due) / 1e9)
-                self._handle(shard.engine.tick(t), t, received=received)
-
-    def _heartbeats(self, now: Instant) -> None:
-        """ICD §4.2 for each procedure of each shard heard recently enough. A shard not
-        heard for longer than a site may be silent gets none: the monitor does not vouch
-        for procedures it cannot hear (the robot's own dead-man timer holds or stops)."""
-        beats = []
-        seqs = self._hb_seq
-        for shard in self.ownership.shards.values():
-            if now.mono_ns - shard.time.horizon(now.mono_ns) > self._withhold_ns:
-                continue
-            for pid, status in shard.engine.statuses():
-                seq = seqs.get(pid, -1) + 1
-                seqs[pid] = seq
-                beats.append((pid, seq, status))
-        if beats:
-            self.publisher.monitor_heartbeats(beats, now.utc_ns, self.options.monitor_id)
-
-    # -- decisions -----------------------------------------------------------------------
-
-    def _handle(
-        self,
-        decisions: list[Decision],
-        at: Instant,
-        source: str | None = None,
-        received: Instant | None = None,
-        r: Record | None = None,
-    ) -> None:
-        # Commands first: a safe-stop is on its way before anything is recorded about it.
-        for d in decisions:
-            if isinstance(d, SendCommand):
-                self.publisher.command(d.command)
-                self.sensor.command_sent(d, self.clock.now().mono_ns)
-        n = 0
-        for d in decisions:
-            if isinstance(d, Event):
-                self.sensor.event(d)
-                late = 0.0 if received is None else (received.mono_ns - d.mono_ns) / MS
-                if source is not None and r is not None:
-                    if self.positions.already_audited(r.topic, r.partition, r.offset, n):
-                        n += 1
-                        continue  # in the ledger before a restart: not audited twice
-                    entry = self.entries.from_event(d, source, n, late)
-                    n += 1
-                else:
-                    entry = self.entries.from_event(d, late_ms=late)
-                self.audit.submit(entry, checkpoint=d.kind in CHECKPOINT_EVENTS)
-            elif isinstance(d, PublishLatch):
-                self.publisher.latch_state(
-                    d.procedure_id, None if d.state is None else d.state.to_bytes()
-                )
+                self.dispatch.handle(shard.engine.tick(t), t, received=received)
 
     # -- offsets, views, health --------------------------------------------------------------
 
@@ -514,93 +339,61 @@ class MonitorService:
         self._commit()
         self.offsets.forget(partitions)
 
-    def _commit(self, final: bool = False) -> None:
+    def _high_watermark(self, tp: TopicPartition) -> int | None:
+        marks = self.consumer.watermarks(tp, 0.0, cached=True)
+        return None if marks is None else marks[1]
+
+    def _commit(self) -> None:
         ready = self.offsets.committable(self.audit.durable())
         if ready:
             self.consumer.commit(ready)
 
     def _housekeeping(self, now: Instant) -> None:
-        offsets: dict[TopicPartition, int] = {}
-        procedures: dict[str, Any] = {}
-        limits: dict[str, float] = {}
-        withheld: set[str] = set()
-        lag_by_number: dict[str, float] = {}
-        for shard in self.ownership.shards.values():
-            offsets.update(shard.time.next_offset)
-            snap = shard.engine.snapshot(now)
-            procedures.update(snap)
-            lag = (now.mono_ns - shard.time.horizon(now.mono_ns)) / 1e9
-            lag_by_number[str(shard.number)] = lag
-            if lag * 1e9 > self._withhold_ns:
-                withheld |= set(snap)
-            for pid in snap:
-                proc = shard.engine.procedures[pid]
-                limits[pid] = proc.policy.heartbeat.stop_silence_ms / 1e3
-        self.offsets.processed(self.audit.submitted(), offsets)
-        self._commit()
-        gone = self._known - procedures.keys()
-        for pid in gone:
-            self._hb_seq.pop(pid, None)
-        self.sensor.forget(gone)
-        self._known = set(procedures)
-        for pid, p in procedures.items():
-            self.sensor.site_counts(pid, p["sites"])
-        self.metrics.per_procedure.publish(
-            ProcedureView(time.monotonic_ns(), procedures, limits, frozenset(withheld))
+        view = loop_view(
+            self.ownership.shards.values(),
+            now,
+            self._withhold_ns,
+            lambda tp: self.consumer.watermarks(tp, 0.0, cached=True),
         )
-        m = self.metrics
-        for number, lag in lag_by_number.items():
-            m.consumer_lag_seconds.labels(number).set(lag)
-        for topic, behind in self._records_behind().items():
-            m.consumer_lag.labels(topic).set(behind)
-        m.assigned_partitions.set(len(self.consumer.assignment()))
-        stats = self.audit.stats()
-        if stats.get("last_checkpoint_unix"):
-            m.ledger_checkpoint_time.set(stats["last_checkpoint_unix"])
-        m.ledger_pending.set(stats.get("queue_depth", 0))
-        self._status_cache = {
-            "monitor_id": self.options.monitor_id,
-            "procedures": procedures,
-            "assigned_partitions": sum(len(s.time.heard) for s in self.ownership.shards.values()),
-            "lag_seconds": lag_by_number,
-            "withheld": sorted(withheld),
-        }
-
-    def _records_behind(self) -> dict[str, int]:
-        """Records the broker holds that the monitor has not processed, per topic (from the
-        client's cached high watermarks: no network call)."""
-        out: dict[str, int] = {}
-        for shard in self.ownership.shards.values():
-            for tp in shard.time.heard:
-                marks = self.consumer.watermarks(tp, 0.0, cached=True)
-                nxt = shard.time.next_offset.get(tp)
-                behind = 0 if marks is None or nxt is None else max(0, marks[1] - nxt)
-                out[tp.topic] = out.get(tp.topic, 0) + behind
-        return out
+        self.offsets.processed(self.audit.submitted(), view.next_offsets)
+        self._commit()
+        gone = self._known - view.procedures.keys()
+        self.heartbeats.forget(gone)
+        self.sensor.forget(gone)
+        self._known = set(view.procedures)
+        for pid, p in view.procedures.items():
+            self.sensor.site_counts(pid, p.sites)
+        self.metrics.per_procedure.publish(
+            ProcedureView(time.monotonic_ns(), view.procedures, view.withheld)
+        )
+        self.sensor.loop_state(
+            self.load.sample(now.mono_ns),
+            view.lag_s,
+            view.behind,
+            len(self.consumer.assignment()),
+            self.audit.stats(),
+        )
+        self._view = view
 
     def _health(self) -> tuple[bool, dict[str, Any]]:
-        loop_age = time.monotonic() - self.last_loop_mono
-        problems = []
-        if self.error is not None or not self._thread.is_alive():
-            problems.append(f"monitor loop stopped: {self.error}")
-        if loop_age > STALL_S:
-            problems.append(f"monitor loop stalled for {loop_age:.1f} s")
-        return not problems, {"problems": problems, "loop_age_s": round(loop_age, 3)}
+        alive = self.error is None and self._thread.is_alive()
+        detail = health.health(self.error, alive, time.monotonic() - self.last_loop_mono)
+        return not detail["problems"], detail
 
     def _ready(self) -> tuple[bool, dict[str, Any]]:
         # Ready = hearing something: an instance holding no partition supervises nothing.
-        ok, detail = self._health()
-        held = sum(len(s.time.heard) for s in self.ownership.shards.values())
-        if not held:
-            detail["problems"].append(
-                "no partition assigned yet (joining the consumer group)"
-                if not self.ownership.assigned_once
-                else "no partition assigned (more instances than partitions?)"
-            )
-        return ok and held > 0, {**detail, "partitions_assigned": held}
+        _, detail = self._health()
+        view = self._view
+        return health.readiness(
+            detail,
+            self.ownership.held(),
+            self.ownership.assigned_once,
+            self.load.ratio,
+            {} if view is None else view.lag_s,
+        )
 
     def _status(self) -> dict[str, Any]:
-        return self._status_cache
+        return {} if self._view is None else self._view.status(self.options.monitor_id)
 
 
 __all__ = ["MonitorOptions", "MonitorService", "StartupError", "TransportError"]

@@ -11,39 +11,18 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from monitor import events
 from monitor.engine.decisions import Event, SendCommand
 from monitor.icd.models import Rearm, SafeStop
 from monitor.metrics import MonitorMetrics
+from monitor.snapshot import SiteSnapshot
 
 log = logging.getLogger("telesafe.monitor")
 
-# Logged at INFO: what an operator following the log must see.
-LOUD = frozenset(
-    {
-        "safe_stop_issued",
-        "safe_stop_acknowledged",
-        "safe_stop_escalated",
-        "rearm_accepted",
-        "rearm_rejected",
-        "latch_closed",
-        "latch_close_rejected",
-        "procedure_started",
-        "procedure_ended",
-        "procedure_opened",
-        "warning_raised",
-        "warning_cleared",
-        "policy_unknown",
-        "operator_note",
-        "latch_restored",
-    }
-)
+# Logged at INFO: what an operator following the log must see (monitor.events: loud).
+LOUD = events.LOUD
 _TIMER_RULES = ("heartbeat_silence", "first_heartbeat")
-_OPERATOR_OUTCOMES = {
-    "rearm_accepted": ("rearm_request", "accepted"),
-    "rearm_rejected": ("rearm_request", "rejected"),
-    "latch_closed": ("latch_close", "accepted"),
-    "latch_close_rejected": ("latch_close", "rejected"),
-}
+_OPERATOR_OUTCOMES = events.REQUEST_OUTCOMES
 
 
 class Sensor:
@@ -112,8 +91,24 @@ class Sensor:
         self.m.rejected.labels(source_kind, code).inc()
         log.warning("rejected record %s: %s", source, reason)
 
-    def site_counts(self, pid: str, sites: Mapping[str, Mapping[str, Any]]) -> None:
-        """Carry the engine's per-procedure duplicate/lost/stale counts into the counters."""
+    def security_rejection(self, reason_class: str, source: str, data: Mapping[str, Any]) -> None:
+        self.m.security_rejections.labels(reason_class).inc()
+        claimed = data.get("claimed", {})
+        log.error(
+            "SECURITY: operator request refused at %s (%s): claims operator %r, %s for %s, key %r",
+            source,
+            data.get("reason"),
+            claimed.get("operator_id"),
+            claimed.get("type", "?"),
+            claimed.get("procedure_id", "?"),
+            data.get("key_id_presented"),
+        )
+
+    def site_counts(
+        self, pid: str, sites: Mapping[str, SiteSnapshot] | Mapping[str, Mapping[str, Any]]
+    ) -> None:
+        """Carry the engine's per-procedure duplicate/lost/stale counts into the counters
+        (from a snapshot, or the final counts of a `procedure_ended` event)."""
         m = self.m
         for site, s in sites.items():
             for kind, counter in (
@@ -121,12 +116,33 @@ class Sensor:
                 ("lost", m.lost),
                 ("stale", m.stale),
             ):
-                now_count = int(s.get(kind) or 0)
+                n = s.get(kind) if isinstance(s, Mapping) else getattr(s, kind)
+                now_count = int(n or 0)
                 key = (pid, site, kind)
                 delta = now_count - self._site_counts.get(key, 0)
                 if delta > 0:
                     counter.labels(site).inc(delta)
                     self._site_counts[key] = now_count
+
+    def loop_state(
+        self,
+        busy_ratio: float,
+        lag_s: Mapping[str, float],
+        behind: Mapping[str, int],
+        assigned: int,
+        audit_stats: Mapping[str, Any],
+    ) -> None:
+        """The loop's own gauges, every housekeeping turn."""
+        m = self.m
+        m.busy_ratio.set(busy_ratio)
+        for number, lag in lag_s.items():
+            m.consumer_lag_seconds.labels(number).set(lag)
+        for topic, n in behind.items():
+            m.consumer_lag.labels(topic).set(n)
+        m.assigned_partitions.set(assigned)
+        if audit_stats.get("last_checkpoint_unix"):
+            m.ledger_checkpoint_time.set(audit_stats["last_checkpoint_unix"])
+        m.ledger_pending.set(audit_stats.get("queue_depth", 0))
 
     def forget(self, gone: set[str]) -> None:
         if gone:

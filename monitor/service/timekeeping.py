@@ -26,6 +26,10 @@ from monitor.engine.clock import Instant
 from monitor.kafka.api import TopicPartition
 
 NS_PER_MS = 1_000_000
+# A loop that did not poll for this long (beyond what it asked to wait) was deaf: it then
+# trusts the client's cached watermarks only once its fetchers have answered again.
+STALL_NS = 100 * NS_PER_MS
+TRUST_AFTER_STALL_NS = 100 * NS_PER_MS
 
 
 def stamp(broker_ms: int | None, received: Instant, floor_mono: int) -> Instant:
@@ -144,3 +148,14 @@ def next_beat(previous_due: int, now_mono: int, interval_ns: int) -> int:
     """The next heartbeat burst: on the cadence, but never a burst of catch-up beats after a
     stall (at least half an interval from now)."""
     return max(previous_due + interval_ns, now_mono + interval_ns // 2)
+
+
+def deaf_ns(previous_return: int, poll_started: int, poll_returned: int, timeout_s: float) -> int:
+    """How long the loop could not hear up to this poll's return: the turn between the
+    previous poll's return and this poll, plus whatever the poll took beyond what it was
+    asked to wait (the process was stopped, swapped out, or a callback blocked). 0 before
+    the first poll (`previous_return` 0). A loop is deaf when this exceeds STALL_NS."""
+    if previous_return == 0:
+        return 0
+    overrun = poll_returned - poll_started - int(timeout_s * 1e9)
+    return max(overrun, 0) + max(poll_started - previous_return, 0)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from monitor.errors import UsageError
 from monitor.kafka.settings import add_kafka_arguments, settings_from_args
 from monitor.sim import faults as faultmod
 from monitor.sim.faults import FaultSpecError
-from monitor.sim.runner import SimConfig, Simulation, SimulationError
+from monitor.sim.runner import SimConfig, Simulation
 from monitor.sim.view import LiveView, print_summary
 
 DESCRIPTION = """\
@@ -131,9 +131,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _fail(args: argparse.Namespace, message: str) -> int:
     parser: argparse.ArgumentParser | None = getattr(args, "_sim_parser", None)
     if parser is not None:
-        parser.error(message)  # exits 2
-    print(f"telesafe simulate: error: {message}", file=sys.stderr)
-    return 2
+        parser.error(message)  # exits 2, with the usage
+    raise UsageError(message)
 
 
 def build_config(args: argparse.Namespace) -> SimConfig:
@@ -204,9 +203,6 @@ def run(args: argparse.Namespace) -> int:
                 soft_wrap=True,
             )
         summary = sim.run()
-    except SimulationError as exc:
-        print(f"telesafe simulate: error: {exc}", file=sys.stderr)
-        return 1
     finally:
         if sink is not None:
             sink.close()
@@ -219,11 +215,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry point (`python -m monitor.sim.cli ...`) for testing."""
-    parser = argparse.ArgumentParser(prog="telesafe")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(["simulate", *(argv if argv is not None else sys.argv[1:])])
-    return int(args.func(args))
+    from monitor.cli import run_group
+
+    return run_group("simulate", argv)
 
 
 if __name__ == "__main__":

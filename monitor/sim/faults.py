@@ -37,6 +37,8 @@ from typing import Any
 
 import yaml
 
+from monitor.errors import EXIT_USAGE, SimulatorLayerError
+
 SITES = ("console", "robot")
 CHANNELS = ("control", "video")
 ARMS = ("psm1", "psm2", "psm3")
@@ -62,8 +64,10 @@ KINDS: dict[str, tuple[str | None, str | None, set[str]]] = {
 _TIME_RE = re.compile(r"^\s*(-?\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$")
 
 
-class FaultSpecError(ValueError):
+class FaultSpecError(SimulatorLayerError, ValueError):
     """A fault spec or scenario file that cannot be understood (message is user-facing)."""
+
+    exit_code = EXIT_USAGE
 
 
 def parse_duration(text: str | float | int, what: str = "time") -> float:

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from monitor.errors import SimulatorLayerError
 from monitor.icd.models import (
     PROCEDURE_ID_PATTERN,
     Command,
@@ -52,7 +53,7 @@ _commands = TypeAdapter[SafeStop | MonitorHeartbeat | Rearm](Command)
 _MAX_IDLE_S = 0.005  # longest scheduler sleep; commands wake it earlier anyway
 
 
-class SimulationError(Exception):
+class SimulationError(SimulatorLayerError):
     """An expected failure (no broker, missing topic...): shown without traceback."""
 
 

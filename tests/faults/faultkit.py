@@ -36,9 +36,11 @@ def ledger_args(ledger: Path, key: Path) -> tuple[str, ...]:
 
 def verify_ledger(ledger: Path, key: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "monitor", "audit", "verify", str(ledger),
-         "--pubkey", f"{key}.pub"],
-        capture_output=True, text=True, timeout=120)
+        [sys.executable, "-m", "monitor", "audit", "verify", str(ledger), "--pubkey", f"{key}.pub"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def ledger_entries(ledger: Path, monitor_id: str) -> list[dict[str, Any]]:
@@ -60,12 +62,12 @@ def metric(url: str, name: str) -> float:
 
 def statuses(obs: Observer, pid: str, since: float = 0.0) -> list[str]:
     """monitor_heartbeat statuses for a procedure, observed after `since` (time.time())."""
-    return [h["status"] for h in obs.commands(pid, "monitor_heartbeat")
-            if h["_received_at"] >= since]
+    return [
+        h["status"] for h in obs.commands(pid, "monitor_heartbeat") if h["_received_at"] >= since
+    ]
 
 
-def wait_status(obs: Observer, pid: str, status: str, timeout: float,
-                since: float = 0.0) -> bool:
+def wait_status(obs: Observer, pid: str, status: str, timeout: float, since: float = 0.0) -> bool:
     return bool(obs.wait_for(lambda: status in statuses(obs, pid, since), timeout))
 
 
@@ -79,12 +81,14 @@ def armed(site: SiteDriver, obs: Observer, timeout: float = ARMED_DEADLINE_S) ->
     site.start()
     site.flush()
     assert wait_status(obs, site.procedure_id, "armed", timeout), (
-        f"{site.procedure_id} never armed: {statuses(obs, site.procedure_id)[-5:]}")
+        f"{site.procedure_id} never armed: {statuses(obs, site.procedure_id)[-5:]}"
+    )
 
 
 def ack(site: SiteDriver, command_id: str) -> None:
-    site.send("robot", "safe_stop_ack", command_id=command_id, result="safe_stopped",
-              at=time.time_ns())
+    site.send(
+        "robot", "safe_stop_ack", command_id=command_id, result="safe_stopped", at=time.time_ns()
+    )
     site.flush()
 
 
@@ -94,15 +98,13 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 20.0) -> list[dict[s
 
     consumer = KafkaConsumer(bootstrap_servers=[bootstrap], fetch_max_wait_ms=50)
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
-                                                        or [])]
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         ends = consumer.end_offsets(tps)
         out: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(consumer.position(tp) < ends[tp]
-                                                  for tp in tps):
+        while time.monotonic() < deadline and any(consumer.position(tp) < ends[tp] for tp in tps):
             for recs in consumer.poll(timeout_ms=200).values():
                 for r in recs:
                     try:
@@ -153,5 +155,6 @@ def wait_assigned(mon: Any, timeout: float = 30.0) -> None:
         if body.get("partitions_assigned", 0) > 0:
             return
         assert time.monotonic() < deadline, (
-            f"monitor ready with 0 partitions for {timeout} s:\n{mon.log()[-2000:]}")
+            f"monitor ready with 0 partitions for {timeout} s:\n{mon.log()[-2000:]}"
+        )
         time.sleep(0.1)

@@ -62,8 +62,9 @@ def own_broker(tmp_path: Path) -> Iterator[tuple[str, Path, int, int]]:
 
 @pytest.mark.hazard("H-05")
 @pytest.mark.hazard("H-08")
-def test_broker_restart_keeps_latches_and_supervision(own_broker: tuple[str, Path, int, int],
-                                                      tmp_path: Path) -> None:
+def test_broker_restart_keeps_latches_and_supervision(
+    own_broker: tuple[str, Path, int, int], tmp_path: Path
+) -> None:
     bootstrap, data, port_b, cport = own_broker
     ledger, key = ledger_files(tmp_path)
     port = free_port()
@@ -94,7 +95,8 @@ def test_broker_restart_keeps_latches_and_supervision(own_broker: tuple[str, Pat
 
             # Traffic resumes: the latched procedure is still latched, never armed.
             assert wait_status(obs, "BR-LATCHED", "safe_stop_latched", 60, since=up_at), (
-                f"no monitor heartbeat after the restart:\n{mon.log()[-3000:]}")
+                f"no monitor heartbeat after the restart:\n{mon.log()[-3000:]}"
+            )
             time.sleep(2.0)
             after = statuses(obs, "BR-LATCHED", since=down_at)
             assert after and set(after) == {"safe_stop_latched"}, after
@@ -106,7 +108,8 @@ def test_broker_restart_keeps_latches_and_supervision(own_broker: tuple[str, Pat
                 armed(fresh, obs, timeout=60)
                 fresh.pause("robot")
                 assert obs.wait_for(lambda: safe_stops(obs, "BR-AFTER"), SAFE_STOP_DEADLINE_S), (
-                    f"no safe-stop after the restart:\n{mon.log()[-3000:]}")
+                    f"no safe-stop after the restart:\n{mon.log()[-3000:]}"
+                )
                 assert safe_stops(obs, "BR-AFTER")[0]["policy"]["rule"] == "heartbeat_silence"
             finally:
                 fresh.close()
@@ -123,8 +126,10 @@ def test_broker_restart_keeps_latches_and_supervision(own_broker: tuple[str, Pat
     assert first["command_id"] in {e["data"]["command_id"] for e in issued}
     # No missed safe-stop: every stop the ledger says was issued is on the commands topic
     # (including any issued while the broker was down: buffered, delivered on reconnect).
-    on_topic = {c["command_id"] for c in read_topic(bootstrap, topics.commands)
-                if c.get("type") == "safe_stop"}
+    on_topic = {
+        c["command_id"]
+        for c in read_topic(bootstrap, topics.commands)
+        if c.get("type") == "safe_stop"
+    }
     missing = {e["data"]["command_id"] for e in issued} - on_topic
     assert not missing, f"safe-stops audited but never delivered: {missing}"
-

@@ -39,8 +39,9 @@ from tests.integration.sitekit import Observer, SiteDriver
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     mnt = tmp_path / "ledgerfs"
     mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if res.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs (needs root): {res.stderr.strip()}")
     try:
@@ -81,17 +82,23 @@ def _disk_full(bootstrap: str, prefix: str, tmp: Path, mnt: Path) -> Iterator[Di
             _fill(mnt)
             # Enough audit traffic to need new pages: operator notes of 4 KiB each.
             for i in range(200):
-                site.producer.send(topics.operator, key=b"DISK-1", value=(
-                    b'{"v":1,"type":"note","procedure_id":"DISK-1","operator_id":"op",'
-                    b'"text":"' + f"note {i} ".encode() + b"x" * 4096 + b'"}'))
+                site.producer.send(
+                    topics.operator,
+                    key=b"DISK-1",
+                    value=(
+                        b'{"v":1,"type":"note","procedure_id":"DISK-1","operator_id":"op",'
+                        b'"text":"' + f"note {i} ".encode() + b"x" * 4096 + b'"}'
+                    ),
+                )
             site.flush()
             assert obs.wait_for(
-                lambda: metric(mon.url, "telesafe_ledger_append_failures_total") > 0, 30), (
-                mon.log()[-3000:])
+                lambda: metric(mon.url, "telesafe_ledger_append_failures_total") > 0, 30
+            ), mon.log()[-3000:]
             # Supervision goes on: a heartbeat loss still gives a safe-stop.
             site.pause("robot")
-            assert obs.wait_for(lambda: safe_stops(obs, "DISK-1"), SAFE_STOP_DEADLINE_S), (
-                mon.log()[-3000:])
+            assert obs.wait_for(lambda: safe_stops(obs, "DISK-1"), SAFE_STOP_DEADLINE_S), mon.log()[
+                -3000:
+            ]
             time.sleep(1.0)
             yield DiskFull(mon, obs, safe_stops(obs, "DISK-1")[0])
         assert mon.proc.returncode == 0, mon.log()[-3000:]
@@ -105,7 +112,8 @@ def _disk_full(bootstrap: str, prefix: str, tmp: Path, mnt: Path) -> Iterator[Di
 
 @pytest.mark.hazard("H-08")
 def test_disk_full_ledger_keeps_supervising_and_raises_the_alarm(
-        kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, small_fs: Path) -> None:
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, small_fs: Path
+) -> None:
     with _disk_full(kafka_bootstrap, topic_prefix, tmp_path, small_fs) as run:
         assert run.stop["policy"]["rule"] == "heartbeat_silence"
         assert "AUDIT LEDGER WRITE FAILED" in run.mon.log()
@@ -116,9 +124,10 @@ def test_disk_full_ledger_keeps_supervising_and_raises_the_alarm(
 
 @pytest.mark.hazard("H-08")
 def test_disk_full_ledger_audit_entries_still_leave_the_process(
-        kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, small_fs: Path) -> None:
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, small_fs: Path
+) -> None:
     with _disk_full(kafka_bootstrap, topic_prefix, tmp_path, small_fs) as run:
         cid = run.stop["command_id"]
         assert run.obs.wait_for(
-            lambda: run.obs.audit("DISK-1", "safe_stop_issued", command_id=cid), 10), (
-            "safe_stop_issued after the ledger failure never reached telesafe.audit")
+            lambda: run.obs.audit("DISK-1", "safe_stop_issued", command_id=cid), 10
+        ), "safe_stop_issued after the ledger failure never reached telesafe.audit"

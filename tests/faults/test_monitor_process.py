@@ -41,7 +41,8 @@ from tests.integration.sitekit import Observer, SiteDriver
 @pytest.mark.hazard("H-04")
 @pytest.mark.hazard("H-08")
 def test_sigkill_and_restart_keeps_the_latch_and_the_ledger(
-        kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> None:
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
     ledger, key = ledger_files(tmp_path)
     port = free_port()
     monitor_id = f"itest-{port}"
@@ -49,8 +50,9 @@ def test_sigkill_and_restart_keeps_the_latch_and_the_ledger(
     obs = Observer(kafka_bootstrap, [topics.commands])
     site = SiteDriver(kafka_bootstrap, topic_prefix, "KILL-1")
     try:
-        with run_monitor(kafka_bootstrap, topic_prefix, tmp_path, *ledger_args(ledger, key),
-                         port=port) as first:
+        with run_monitor(
+            kafka_bootstrap, topic_prefix, tmp_path, *ledger_args(ledger, key), port=port
+        ) as first:
             wait_assigned(first)
             armed(site, obs)
             site.pause("robot")
@@ -63,11 +65,13 @@ def test_sigkill_and_restart_keeps_the_latch_and_the_ledger(
         # The robot's telemetry is healthy again: a monitor that forgot the latch would
         # re-adopt the procedure as armed.
         site.resume("robot")
-        with run_monitor(kafka_bootstrap, topic_prefix, tmp_path, *ledger_args(ledger, key),
-                         port=port) as second:
+        with run_monitor(
+            kafka_bootstrap, topic_prefix, tmp_path, *ledger_args(ledger, key), port=port
+        ) as second:
             wait_assigned(second)
             assert wait_status(obs, "KILL-1", "safe_stop_latched", 30, since=killed_at), (
-                f"latch not restored:\n{second.log()[-3000:]}")
+                f"latch not restored:\n{second.log()[-3000:]}"
+            )
             time.sleep(2.0)
             after = statuses(obs, "KILL-1", since=killed_at)
             assert set(after) == {"safe_stop_latched"}, after
@@ -86,8 +90,12 @@ def test_sigkill_and_restart_keeps_the_latch_and_the_ledger(
     assert events.count("monitor_started") == 2, events
     # The stop sent just before the crash is in the ledger: appended before the kill, or
     # recorded at start-up from the commands topic (command_reconciled). Either way, once.
-    recorded = [e for e in entries if e["event"] in ("safe_stop_issued", "command_reconciled")
-                and e["data"].get("command_id") == cmd["command_id"]]
+    recorded = [
+        e
+        for e in entries
+        if e["event"] in ("safe_stop_issued", "command_reconciled")
+        and e["data"].get("command_id") == cmd["command_id"]
+    ]
     assert len(recorded) == 1, recorded
     assert "latch_restored" in events, events
 
@@ -131,8 +139,10 @@ def _pause_run(kafka_bootstrap: str, tmp: Path) -> Iterator[Paused]:
     ledger, key = ledger_files(tmp)
     topics = Topics(prefix)
     obs = Observer(kafka_bootstrap, [topics.commands, topics.audit])
-    sites = {pid: SiteDriver(kafka_bootstrap, prefix, pid)
-             for pid in ("STOP-ALIVE", "STOP-QUIET", "STOP-BEFORE")}
+    sites = {
+        pid: SiteDriver(kafka_bootstrap, prefix, pid)
+        for pid in ("STOP-ALIVE", "STOP-QUIET", "STOP-BEFORE")
+    }
     try:
         with run_monitor(kafka_bootstrap, prefix, tmp, *ledger_args(ledger, key)) as mon:
             wait_assigned(mon)
@@ -151,13 +161,23 @@ def _pause_run(kafka_bootstrap: str, tmp: Path) -> Iterator[Paused]:
                 os.kill(mon.proc.pid, signal.SIGCONT)
             resumed_at = time.time()
             # Plenty of time for the due stops, and for a false stop to show up.
-            obs.wait_for(lambda: safe_stops(obs, "STOP-QUIET")
-                         and safe_stops(obs, "STOP-BEFORE"), SAFE_STOP_DEADLINE_S)
+            obs.wait_for(
+                lambda: safe_stops(obs, "STOP-QUIET") and safe_stops(obs, "STOP-BEFORE"),
+                SAFE_STOP_DEADLINE_S,
+            )
             time.sleep(3.0)
             healthy = mon.healthy()
         log = mon.log()
-        yield Paused(obs, stopped_at, resumed_at, healthy, mon.proc.returncode, log,
-                     verify_ledger(ledger, key), dict(sites["STOP-ALIVE"].unplanned_gap_s))
+        yield Paused(
+            obs,
+            stopped_at,
+            resumed_at,
+            healthy,
+            mon.proc.returncode,
+            log,
+            verify_ledger(ledger, key),
+            dict(sites["STOP-ALIVE"].unplanned_gap_s),
+        )
     finally:
         for s in sites.values():
             s.close()
@@ -176,8 +196,9 @@ def test_sigstop_stops_the_dead_man_signal_and_real_silence_is_stopped(paused: P
     obs = paused.obs
     # While stopped, no monitor heartbeat is issued: the robot's dead-man timer takes over.
     hbs = sorted(h["issued_at"] for h in obs.commands("STOP-ALIVE", "monitor_heartbeat"))
-    inside = [t for t in hbs
-              if paused.stopped_at * 1e9 + 100e6 < t < paused.resumed_at * 1e9 - 100e6]
+    inside = [
+        t for t in hbs if paused.stopped_at * 1e9 + 100e6 < t < paused.resumed_at * 1e9 - 100e6
+    ]
     assert not inside, inside
     gaps = [b - a for a, b in itertools.pairwise(hbs)]
     assert max(gaps) >= 1.2e9, max(gaps)
@@ -200,7 +221,8 @@ def test_sigstop_gives_no_false_stop_and_counts_only_audible_silence(paused: Pau
     obs = paused.obs
     assert not safe_stops(obs, "STOP-ALIVE"), (
         f"false safe-stop after the pause: {safe_stops(obs, 'STOP-ALIVE')}; "
-        f"sender gaps {paused.gaps}")
+        f"sender gaps {paused.gaps}"
+    )
     # STOP-QUIET's robot went quiet 0.3 s into the pause: the broker's timestamps show the
     # monitor that silence once it hears again, so the stop leaves right after the resume
     # (never during the pause), decided late, and the audit entry says by how much.
@@ -209,6 +231,9 @@ def test_sigstop_gives_no_false_stop_and_counts_only_audible_silence(paused: Pau
     assert "robot" in stop["reason"], stop["reason"]
     issued = [e for e in obs.items("STOP-QUIET") if e.get("event") == "safe_stop_issued"]
     assert issued and issued[0].get("late_ms", 0) >= 500, issued
-    later = [h["status"] for h in obs.commands("STOP-ALIVE", "monitor_heartbeat")
-             if h["_received_at"] > paused.resumed_at + 1.0]
+    later = [
+        h["status"]
+        for h in obs.commands("STOP-ALIVE", "monitor_heartbeat")
+        if h["_received_at"] > paused.resumed_at + 1.0
+    ]
     assert later and "safe_stop_latched" not in later, later[-5:]

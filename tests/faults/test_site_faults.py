@@ -34,8 +34,7 @@ SECOND = 1_000_000_000
 
 
 @pytest.mark.hazard("H-07")
-def test_clock_jumps_and_drift(kafka_bootstrap: str, topic_prefix: str,
-                               tmp_path: Path) -> None:
+def test_clock_jumps_and_drift(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> None:
     with_retries(lambda: _clock_attempt(kafka_bootstrap, topic_prefix, tmp_path))
 
 
@@ -59,7 +58,8 @@ def _clock_attempt(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> N
             # A clock 2 s behind UTC that reports it (offset_ns): corrected, fresh.
             drift.skew("robot", -2 * SECOND, offset_ns=-2 * SECOND)
             assert obs.wait_for(lambda: safe_stops(obs, past.procedure_id), SAFE_STOP_DEADLINE_S), (
-                mon.log()[-3000:])
+                mon.log()[-3000:]
+            )
             stop = safe_stops(obs, past.procedure_id)[0]
             assert stop["policy"]["rule"] == "heartbeat_silence"
             assert "robot" in stop["reason"]
@@ -82,9 +82,17 @@ def _clock_attempt(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> N
 def _invalid(i: int, topics: Topics, pid: str) -> tuple[str, bytes, bytes]:
     """The i-th invalid record: (topic, key, value); every value carries `flood-<i>`."""
     tag = f"flood-{i}"
-    hb = {"v": 1, "type": "heartbeat", "procedure_id": pid, "site": "console", "seq": 10**9,
-          "sent_at": time.time_ns(), "state": "operating",
-          "clock": {"source": "ptp", "offset_ns": 0, "max_error_ns": 1000}, "tag": tag}
+    hb = {
+        "v": 1,
+        "type": "heartbeat",
+        "procedure_id": pid,
+        "site": "console",
+        "seq": 10**9,
+        "sent_at": time.time_ns(),
+        "state": "operating",
+        "clock": {"source": "ptp", "offset_ns": 0, "max_error_ns": 1000},
+        "tag": tag,
+    }
     kind = i % 8
     con, rob = topics.telemetry_console, topics.telemetry_robot
     if kind == 0:
@@ -94,23 +102,28 @@ def _invalid(i: int, topics: Topics, pid: str) -> tuple[str, bytes, bytes]:
     if kind == 2:  # NaN
         return con, pid.encode(), json.dumps({**hb, "sent_at": math.nan}).encode()
     if kind == 3:  # a missing common field
-        return con, pid.encode(), json.dumps({k: v for k, v in hb.items()
-                                              if k != "seq"}).encode()
+        return con, pid.encode(), json.dumps({k: v for k, v in hb.items() if k != "seq"}).encode()
     if kind == 4:  # ill-typed
         return con, pid.encode(), json.dumps({**hb, "seq": "5"}).encode()
     if kind == 5:  # key does not equal procedure_id
         return con, b"FLOOD-OTHER", json.dumps(hb).encode()
     if kind == 6:  # not UTF-8
         return rob, pid.encode(), b"\xff\xfe" + tag.encode()
-    req = {"v": 1, "type": "rearm_request", "procedure_id": pid, "operator_id": "op",
-           "reason": "", "requested_at": time.time_ns(), "tag": tag}
+    req = {
+        "v": 1,
+        "type": "rearm_request",
+        "procedure_id": pid,
+        "operator_id": "op",
+        "reason": "",
+        "requested_at": time.time_ns(),
+        "tag": tag,
+    }
     return topics.operator, pid.encode(), json.dumps(req).encode()
 
 
 @pytest.mark.hazard("H-06")
 @pytest.mark.hazard("H-04")
-def test_flood_of_invalid_records(kafka_bootstrap: str, topic_prefix: str,
-                                  tmp_path: Path) -> None:
+def test_flood_of_invalid_records(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> None:
     """1,000 invalid records a second (10x the two sites' 100 heartbeats a second) for
     3 s while valid heartbeats continue."""
     with_retries(lambda: _flood_attempt(kafka_bootstrap, topic_prefix, tmp_path))

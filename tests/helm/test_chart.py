@@ -328,6 +328,11 @@ def test_other_required_values_fail_clearly(helm: str, drop: str, message: str) 
             "set both kafka.tls.certKey and kafka.tls.keyKey",
         ),
         ({"pdb.minAvailable": "1"}, "set only one of pdb.minAvailable"),
+        ({"autoscaling.keda.enabled": "true"}, "autoscaling.keda.partitions is REQUIRED"),
+        (
+            {"autoscaling.keda.enabled": "true", "autoscaling.keda.partitions": "4"},
+            "must not exceed autoscaling.keda.partitions (4)",
+        ),
     ],
 )
 def test_inconsistent_settings_fail_clearly(helm: str, sets: dict[str, str], message: str) -> None:
@@ -792,3 +797,28 @@ def test_archive_needs_its_trust_anchors(helm: str) -> None:
 def test_archive_values_are_checked_by_the_schema(helm: str) -> None:
     err = render_fails(helm, *WITH_CRDS, sets=REQUIRED | {"archive.replicas": "2"})
     assert "values don't meet the specifications of the schema" in err and "archive" in err
+
+
+def test_keda_scales_on_the_groups_lag_within_the_partition_count(helm: str) -> None:
+    """Issue (overload): scale before saturation, never beyond the partition count."""
+    sets = REQUIRED | {
+        "autoscaling.keda.enabled": "true",
+        "autoscaling.keda.partitions": "12",
+        "autoscaling.keda.maxReplicas": "12",
+        "kafka.topicPrefix": "prod.",
+        "kafka.groupId": "grp",
+    }
+    so = one(render(helm, *WITH_CRDS, sets=sets), "ScaledObject")
+    spec = so["spec"]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "name": "rel-telesafe",
+    }
+    assert spec["maxReplicaCount"] == 12 and spec["minReplicaCount"] == 2
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "kafka"
+    meta = trigger["metadata"]
+    assert meta["consumerGroup"] == "grp" and meta["topic"] == "prod.telesafe.telemetry.robot"
+    assert meta["allowIdleConsumers"] == "false"
+    assert not by_kind(render(helm, *WITH_CRDS, sets=REQUIRED), "ScaledObject")  # off by default

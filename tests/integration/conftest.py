@@ -21,7 +21,8 @@ from monitor.icd.topics import Topics
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
-PORT = server.DEFAULT_PORT
+# Another local broker can be used with TELESAFE_TEST_KAFKA_PORT (and TELESAFE_KAFKA_DIR).
+PORT = int(os.environ.get("TELESAFE_TEST_KAFKA_PORT", server.DEFAULT_PORT))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

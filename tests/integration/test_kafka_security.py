@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -440,3 +442,90 @@ def test_safe_stop_end_to_end_over_sasl_ssl(
             console.close()
             robot.close()
             reader.close()
+
+
+# ------------------------------------------------------ (d) forged operator requests
+
+
+@pytest.mark.hazard("H-17")
+def test_forged_rearms_are_audited_and_page(
+    secured: SecuredEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ICD §5.1 "either outcome is audited", also for requests that fail authentication:
+    a re-arm signed by dr-a claiming dr-b, an unsigned one and one signed by an unknown key
+    each reach the verified ledger as operator_request_refused, and ForgedOperatorRequest
+    fires in a real Prometheus scraping the monitor."""
+    from monitor.audit.checkpoint import generate_key_files
+    from monitor.audit.store import Store
+    from monitor.security.signing import Signer
+    from tests.observability.promstack import PromStack, wait_until, webhook_alerts
+
+    keys = {}
+    for name in ("dr-a", "dr-b", "mallory"):
+        keys[name] = tmp_path / f"{name}.key"
+        generate_key_files(keys[name])
+    ledger_key = tmp_path / "ledger.key"
+    generate_key_files(ledger_key)
+    ledger = tmp_path / "ledger.sqlite"
+    mon_settings = secured.settings("monitor")
+    monkeypatch.setenv("TELESAFE_SASL_PASSWORD", str(mon_settings.sasl_password))
+    flags = ("--security-protocol", "SASL_SSL", "--ssl-cafile", str(mon_settings.ssl_cafile),
+             "--sasl-mechanism", "SCRAM-SHA-512", "--sasl-username", "monitor",
+             "--ledger", str(ledger), "--signing-key", str(ledger_key),
+             "--trust-key", f"operator:dr-a={keys['dr-a']}.pub",
+             "--trust-key", f"operator:dr-b={keys['dr-b']}.pub")  # fmt: skip
+    pid = f"SEC-{uuid.uuid4().hex[:6]}"
+    op_settings = secured.settings("operator")
+    with run_monitor(secured.bootstrap, secured.prefix, tmp_path, *flags) as mon, \
+            PromStack(targets=[f"127.0.0.1:{mon.port}"]) as stack:  # fmt: skip
+        wait_until(stack.targets_up, 30, what="monitor scraped")
+        producer = KafkaProducer(**op_settings.producer_config())
+        sent = []
+        try:
+            for how in ("forged", "unsigned", "unknown-key"):
+                req = {"v": 1, "type": "rearm_request", "procedure_id": pid,
+                       "operator_id": "dr-b", "reason": f"attempt {how}",
+                       "requested_at": time.time_ns(),
+                       "command_id": "5385a9e6-e433-5d4c-b70d-7c27669ca37a",
+                       "request_id": str(uuid.uuid4())}  # fmt: skip
+                raw = json.dumps(req).encode()
+                headers = {"forged": Signer.from_file("dr-a", keys["dr-a"]).headers(raw),
+                           "unsigned": [],
+                           "unknown-key": Signer.from_file("mallory", keys["mallory"])
+                           .headers(raw)}[how]  # fmt: skip
+                md = producer.send(
+                    secured.topics.operator, key=pid.encode(), value=raw, headers=headers
+                ).get(timeout=10)
+                sent.append((how, f"{md.topic}:{md.partition}:{md.offset}"))
+        finally:
+            producer.close()
+        try:
+            page = stack.receiver.wait_for(
+                lambda d: any(
+                    a["labels"].get("alertname") == "ForgedOperatorRequest"
+                    and a["status"] == "firing"
+                    for a in webhook_alerts(d)
+                ),
+                60,
+            )
+        except TimeoutError:
+            raise AssertionError(f"no ForgedOperatorRequest page\n{mon.log()[-5000:]}") from None
+        assert page.path == "/webhook/telesafe-webhook"
+    # The monitor stopped cleanly; its ledger verifies and holds all three refusals.
+    verify = subprocess.run([sys.executable, "-m", "monitor", "audit", "verify", str(ledger),
+                             "--pubkey", f"{ledger_key}.pub"], capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    store = Store(ledger, readonly=True)
+    try:
+        refused = [json.loads(b) for _i, _h, b in store.iter_entries()]
+    finally:
+        store.close()
+    refused = [e for e in refused if e["event"] == "operator_request_refused"]
+    by_source = {e["source"]: e for e in refused}
+    assert {src for _, src in sent} <= set(by_source), (sent, list(by_source))
+    reasons = {how: by_source[src]["data"]["reason_class"] for how, src in sent}
+    assert reasons == {"forged": "operator_key_mismatch", "unsigned": "unsigned",
+                       "unknown-key": "unknown_key"}, reasons  # fmt: skip
+    forged = by_source[dict(sent)["forged"]]["data"]
+    assert forged["claimed"]["operator_id"] == "dr-b" and forged["key_id_presented"] == "dr-a"

@@ -167,8 +167,8 @@ def test_a_pack_change_moves_the_lines() -> None:
     )
     # An optional limit the pack leaves out draws no line.
     assert len(_steps(live["Link jitter"])) == 2
-    lag = _panels(fleet(stricter))["Consumer lag (seconds)"]
-    assert _steps(lag) == [None, (pk.stale_after_ms + 250) / 1000]
+    lag = _panels(fleet(stricter))["Monitor lag per instance (seconds)"]
+    assert _steps(lag)[-1] == pk.heartbeat.stop_silence_ms * 2 / 1000
 
 
 def test_live_dashboard_shows_one_procedure_only() -> None:

@@ -24,6 +24,7 @@ from monitor.icd.models import (
     TelemetryRecord,
 )
 from monitor.policy.loader import PackRegistry
+from monitor.snapshot import ProcedureSnapshot
 
 _TELEMETRY = TypeAdapter[AnyTelemetry](TelemetryRecord)
 _OPERATOR = TypeAdapter[AnyOperator](OperatorRequest)
@@ -206,7 +207,7 @@ class Driver:
         pid = pid or self.pid
         if command_id is None:
             proc = self.engine.procedures.get(pid)
-            latch = None if proc is None else proc.latch
+            latch = None if proc is None else proc.latch.current
             command_id = "no-latch" if latch is None else latch.command.command_id
         return self.operator(
             {
@@ -258,6 +259,14 @@ class Driver:
 
     def proc(self, pid: str | None = None) -> Any:
         return self.engine.procedures[pid or self.pid]
+
+    def snapshot(self, pid: str | None = None) -> ProcedureSnapshot:
+        """The procedure as `/status` shows it now."""
+        return self.engine.snapshot(self.now())[pid or self.pid]
+
+    def status(self, pid: str | None = None) -> str:
+        """The status its monitor_heartbeat carries now (ICD §4.2)."""
+        return dict(self.engine.statuses())[pid or self.pid]
 
 
 def events(decisions: Iterable[Decision], kind: str | None = None) -> list[Event]:

@@ -26,7 +26,8 @@ from monitor.kafka.api import (
 from monitor.kafka.settings import KafkaSettings
 from monitor.metrics import MonitorMetrics
 from monitor.policy.loader import PackRegistry
-from monitor.service.runner import MonitorOptions, MonitorService, Transport
+from monitor.service.options import MonitorOptions, Transport
+from monitor.service.runner import MonitorService
 
 PREFIX = "kit."
 TOPICS = Topics(PREFIX)
@@ -232,6 +233,9 @@ class FakeAdmin:
         pass
 
     def delete_topics(self, names: Sequence[str], timeout_s: float) -> None:
+        pass
+
+    def alter_group_config(self, group: str, config: Mapping[str, str], timeout_s: float) -> None:
         pass
 
     def create_acls(self, grants: Sequence[Any], timeout_s: float) -> None:

@@ -156,6 +156,46 @@ def test_show(setup: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
     assert lines[-1].split()[0] == "199"
 
 
+def test_show_leads_with_event_time_procedure_and_actor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = tmp_path / "k"
+    assert main(["audit", "keygen", "--out", str(key)]) == 0
+    led = Ledger.open(tmp_path / "l.db", load_private_key(key), ORIGIN)
+    led.append_many(
+        [
+            {  # the shape of a monitor's entry (service/audit_sink.py)
+                "schema": "telesafe.audit/1",
+                "event": "safe_stop_issued",
+                "procedure_id": "LDN-GIB-0001",
+                "actor": "monitor:telesafe-1",
+                "monitor_id": "telesafe-1",
+                "boot_id": "0b9d1b4e-5a51-4c55-9d6a-2f8d1c7e0a11",
+                "t_utc_ns": 1_763_900_000_000_000_000,
+                "t_mono_ns": 12_345,
+                "data": {"rule": "heartbeat_silence", "observed": 310.2},
+                "source": "telesafe.telemetry.robot:3:17",
+            }
+        ]
+    )
+    led.checkpoint()
+    led.close()
+    capsys.readouterr()
+    assert main(["audit", "show", str(tmp_path / "l.db")]) == 0
+    head, row = capsys.readouterr().out.splitlines()
+    assert head.split()[:6] == ["index", "time", "(UTC)", "event", "procedure", "actor"]
+    assert row.split()[:5] == [
+        "0",
+        "2025-11-23T12:13:20.000+00:00",
+        "safe_stop_issued",
+        "LDN-GIB-0001",
+        "monitor:telesafe-1",
+    ]
+    detail = row.split(None, 5)[5]
+    assert detail.startswith('{"observed":310.2,"rule":"heartbeat_silence"}')
+    assert "source=" in detail and "boot_id" not in detail and "schema" not in detail
+
+
 @pytest.mark.parametrize(
     "argv",
     [

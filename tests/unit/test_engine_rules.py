@@ -64,7 +64,7 @@ def test_heartbeat_silence_deadlines_fire_without_records() -> None:
     (cmd,) = safe_stops(out)
     assert cmd.threshold == 300
     assert d.state() == "safe_stop_latched"
-    assert d.proc().status() == "safe_stop_latched"
+    assert d.status() == "safe_stop_latched"
 
 
 @pytest.mark.hazard("H-01")
@@ -153,7 +153,7 @@ def test_heartbeat_exactly_500ms_old_is_fresh() -> None:
     d = armed()
     _robot_beats_only(d, 1000, age_ms=500)
     assert trips(d.decisions) == [] and warnings_raised(d.decisions) == []
-    assert d.proc().sites["robot"].stale == 0
+    assert d.snapshot().sites["robot"].stale == 0
 
 
 def test_stale_heartbeat_is_no_liveness_evidence() -> None:
@@ -163,7 +163,7 @@ def test_stale_heartbeat_is_no_liveness_evidence() -> None:
     (t,) = trips(d.decisions)
     assert (t.data["rule"], t.data["subject"]) == ("heartbeat_silence", "robot")
     assert t.mono_ns == last_fresh + 300 * MS + 1
-    assert d.proc().sites["robot"].stale == 20
+    assert d.snapshot().sites["robot"].stale == 20
 
 
 def test_offset_correction_sign_site_clock_behind() -> None:
@@ -171,7 +171,7 @@ def test_offset_correction_sign_site_clock_behind() -> None:
     d = armed()
     _robot_beats_only(d, 1000, offset_ns=-10_000 * MS)
     assert trips(d.decisions) == []
-    assert d.proc().sites["robot"].stale == 0
+    assert d.snapshot().sites["robot"].stale == 0
 
 
 def test_offset_correction_sign_site_clock_ahead_but_stamps_utc() -> None:
@@ -190,7 +190,7 @@ def test_offset_correction_sign_site_clock_ahead_but_stamps_utc() -> None:
         )
         d.feed(rec)
     assert [e.data["rule"] for e in trips(d.decisions)] == ["heartbeat_silence"]
-    assert d.proc().sites["robot"].stale == 20
+    assert d.snapshot().sites["robot"].stale == 20
 
 
 def test_duplicate_seq_is_ignored_and_counted() -> None:
@@ -204,7 +204,7 @@ def test_duplicate_seq_is_ignored_and_counted() -> None:
     d.advance(20)
     d.heartbeat("console")
     d.heartbeat("robot", seq=last - 3)  # below the last: duplicate too
-    robot = d.proc().sites["robot"]
+    robot = d.snapshot().sites["robot"]
     assert robot.duplicates == 11
     assert robot.lost == 0
     d.advance(100)
@@ -218,7 +218,7 @@ def test_duplicate_kinematics_is_not_evaluated() -> None:
     d.kinematics("psm1", [{"t": 1, "p": [0, 0, -100], "f": 1.0}], seq=500)
     d.kinematics("psm1", [{"t": 2, "p": [0, 0, -100], "f": 99.0}], seq=500)
     assert trips(d.decisions) == []
-    assert d.proc().sites["robot"].duplicates == 1
+    assert d.snapshot().sites["robot"].duplicates == 1
 
 
 def test_seq_gap_counts_lost_records() -> None:
@@ -227,10 +227,10 @@ def test_seq_gap_counts_lost_records() -> None:
     d.heartbeat("robot", seq=nxt + 4)
     d.heartbeat("robot")  # nxt + 5: no gap
     d.heartbeat("robot", seq=nxt + 7)
-    robot = d.proc().sites["robot"]
+    robot = d.snapshot().sites["robot"]
     assert robot.lost == 4 + 1
     assert robot.duplicates == 0
-    assert d.proc().sites["console"].lost == 0
+    assert d.snapshot().sites["console"].lost == 0
 
 
 # -- latency -------------------------------------------------------------------------------
@@ -555,7 +555,7 @@ def test_ack_stops_resends() -> None:
     assert len(commands(d.decisions)) == 3
     assert events(d.decisions, "safe_stop_escalated") == []
     assert d.state() == "safe_stopped"
-    assert d.proc().status() == "safe_stop_latched"
+    assert d.status() == "safe_stop_latched"
 
 
 def test_ack_of_another_command_is_unmatched() -> None:
@@ -580,7 +580,7 @@ def test_latch_holds_whatever_telemetry_does() -> None:
     # Perfect telemetry for 5 s; then another breach of another rule.
     d.healthy(5000, each=lambda: d.latency("control", [20.0]))
     assert d.state() == "safe_stopped"
-    assert d.proc().status() == "safe_stop_latched"
+    assert d.status() == "safe_stop_latched"
     assert d.engine.statuses() == [("P1", "safe_stop_latched")]
     d.link("robot", loss=0.5)
     assert len(safe_stops(d.decisions)) == 1  # one command per episode
@@ -598,8 +598,8 @@ def test_rearm_accepted_clears_the_latch() -> None:
     assert acc.data["cleared_rule"] == "grip_force"
     (rc,) = commands(out)
     assert isinstance(rc.command, Rearm) and rc.command.operator_id == "op-1"
-    assert d.proc().latch is None
-    assert d.proc().status() in ("armed", "warning")
+    assert d.snapshot().latch is None
+    assert d.status() in ("armed", "warning")
     # A new breach is a new episode with a new command id.
     kin(d, "psm1", [0, 0, -100], f=20.0)
     ids = [c.command_id for c in safe_stops(d.decisions)]
@@ -624,7 +624,7 @@ def test_rearm_rejected_when_a_site_is_unhealthy() -> None:
     out = d.rearm()
     (rej,) = events(out, "rearm_rejected")
     assert any("robot heartbeat" in r for r in rej.data["rejected_because"])
-    assert d.proc().latch is not None
+    assert d.snapshot().latch is not None
 
 
 def test_rearm_rejected_when_latency_out_of_band() -> None:
@@ -634,7 +634,7 @@ def test_rearm_rejected_when_latency_out_of_band() -> None:
     out = d.rearm()
     (rej,) = events(out, "rearm_rejected")
     assert any("video latency" in r for r in rej.data["rejected_because"])
-    assert d.proc().latch is not None
+    assert d.snapshot().latch is not None
 
 
 @pytest.mark.hazard("H-10")
@@ -646,7 +646,7 @@ def test_rearm_rejected_for_operator_not_in_allow_list() -> None:
     out = d.rearm("op-mallory")
     (rej,) = events(out, "rearm_rejected")
     assert any("not authorised" in r for r in rej.data["rejected_because"])
-    assert d.proc().latch is not None
+    assert d.snapshot().latch is not None
     assert events(d.rearm("op-ok"), "rearm_accepted")
 
 
@@ -795,7 +795,7 @@ def test_unknown_policy_falls_back_to_default_with_an_event() -> None:
     out = d.start(policy="no-such-pack")
     (e,) = events(out, "policy_unknown")
     assert e.data["requested"] == "no-such-pack"
-    assert d.proc().loaded.name == "default"
+    assert d.snapshot().pack == "default"
 
 
 def test_new_procedure_start_after_end_with_higher_seq_reopens() -> None:

@@ -18,7 +18,7 @@ GRIP = [{"t": 0, "p": [0.0, 0.0, -100.0], "f": 16.0}]  # 16 N > 15 N: a safe-sto
 def latched(d: Driver) -> str:
     """Trip the procedure on grip force; the latch's command id."""
     d.kinematics("psm1", GRIP)
-    return str(d.proc().latch.command.command_id)
+    return str(d.snapshot().latch.command_id)
 
 
 def published(decisions: list[Decision]) -> list[PublishLatch]:
@@ -52,7 +52,7 @@ def test_replayed_rearm_cannot_clear_a_newer_latch() -> None:
     assert any(f"names latch {a}" in w and b in w for w in why), why
     assert any("already used" in w for w in why), why
     assert not [c for c in commands(again) if isinstance(c.command, Rearm)]
-    assert d.proc().latch.command.command_id == b
+    assert d.snapshot().latch.command_id == b
 
 
 @pytest.mark.hazard("H-13")
@@ -243,7 +243,7 @@ def test_trip_after_rearm_starts_a_clean_request_history() -> None:
     d.rearm()
     d.healthy(100)
     latched(d)
-    assert d.proc().seen_requests == {}
+    assert d.proc().latch_state().seen_request_ids == {}
     assert trips(d.decisions, "grip_force")[-1].data["episode"] == 2
 
 
@@ -267,7 +267,7 @@ def test_latch_state_of_the_previous_release_still_reads() -> None:
     d = Driver()
     d.armed()
     latched(d)
-    cmd = d.proc().latch.command
+    cmd = d.proc().latch_state().command
     old = (
         '{"procedure_id":"P1","command":' + cmd.model_dump_json() + ',"rule":"grip_force",'
         '"resends":2,"ack_result":null,"escalated":false,"episode":1,"pack":"default"}'

@@ -289,3 +289,130 @@ def test_recording_preserves_the_live_verdict(value: bytes, tmp_path: Path) -> N
         assert isinstance(again, Rejection) and again.code == live.code
     else:
         assert again == live
+
+
+# --- the monitor id comes from the recording (docs/record-replay.md) --------------------
+
+LIVE = "telesafe-live-7"
+
+
+def _silent_robot(r: Rec, until_ms: int = 1500) -> None:
+    """P1: both sites beat every 20 ms; the robot falls silent after 500 ms."""
+    r.start(T0, "P1")
+    for ms in range(10, until_ms, 20):
+        t = T0 + ms * MS
+        r.hb(t, "P1", "console")
+        if ms < 500:
+            r.hb(t + 1000, "P1", "robot")
+
+
+def _write(path: Path, lines: list[str], monitor_id: str | None) -> Path:
+    if monitor_id is not None:
+        lines = [json.dumps({**json.loads(x), "monitor_id": monitor_id}) for x in lines]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def acked(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], str]:
+    """A run whose robot acknowledged the live monitor's safe-stop 20 ms after it was sent:
+    the recording's lines (without monitor_id) and the live command id."""
+    r = Rec()
+    _silent_robot(r)
+    lines = sorted(r.lines, key=lambda x: json.loads(x)["received_at"])
+    f = _write(tmp_path_factory.mktemp("live") / "no-ack.jsonl", lines, None)
+    live = [
+        x
+        for x in replay(read_recording(f), shipped_packs(), EngineConfig(monitor_id=LIVE))
+        if x["decision"] == "command" and x["command"]["type"] == "safe_stop"
+    ]
+    cid, sent = live[0]["command"]["command_id"], live[0]["t_ns"]
+    ack_at = sent + 20 * MS
+    r.tel(ack_at, "P1", "robot", "safe_stop_ack", command_id=cid, result="safe_stopped", at=ack_at)
+    return sorted(r.lines, key=lambda x: json.loads(x)["received_at"]), cid
+
+
+def _replay_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[list[Any], str]:
+    assert main(["replay", *args]) == 0
+    out, err = capsys.readouterr()
+    return [json.loads(x) for x in out.splitlines()], err
+
+
+def _kinds(out: list[dict[str, Any]]) -> list[str]:
+    return [x["kind"] for x in out if x["decision"] == "event"]
+
+
+def test_replay_takes_the_monitor_id_from_the_recording(
+    acked: tuple[list[str], str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines, cid = acked
+    out, err = _replay_cli([str(_write(tmp_path / "rec.jsonl", lines, LIVE))], capsys)
+    assert err == ""
+    first = next(x["command"] for x in out if x["decision"] == "command")
+    assert first["monitor_id"] == LIVE
+    stops = [x for x in out if x["decision"] == "command" and x["command"]["type"] == "safe_stop"]
+    assert [s["command"]["command_id"] for s in stops] == [cid]  # acknowledged: no re-send
+    kinds = _kinds(out)
+    assert "safe_stop_acknowledged" in kinds
+    assert "ack_unmatched" not in kinds and "safe_stop_escalated" not in kinds
+
+
+def test_replay_as_another_monitor_warns_that_the_acks_match_nothing(
+    acked: tuple[list[str], str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines, cid = acked
+    rec = _write(tmp_path / "rec.jsonl", lines, LIVE)
+    out, err = _replay_cli([str(rec), "--monitor-id", "replay"], capsys)
+    assert "ack_unmatched" in _kinds(out)
+    assert err.splitlines() == [
+        f"telesafe replay: warning: the recording was made by monitor(s) {LIVE}; replayed as "
+        "'replay' (--monitor-id), so command ids differ from the live run's",
+        f"telesafe replay: warning: 1 recorded safe_stop_ack(s) match no replayed command "
+        f"(first: {cid} of P1); the replay re-sends and escalates where the live robot had "
+        "acknowledged. Likely cause: --monitor-id differs from the live monitor's",
+    ]
+
+
+def test_an_older_recording_without_monitor_id_still_replays(
+    acked: tuple[list[str], str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines, _ = acked
+    out, err = _replay_cli([str(_write(tmp_path / "old.jsonl", lines, None))], capsys)
+    assert {x["command"]["monitor_id"] for x in out if x["decision"] == "command"} == {"replay"}
+    first, second = err.splitlines()
+    assert first.startswith("telesafe replay: warning: the recording names no monitor")
+    assert "give --monitor-id to match them" in first
+    assert second.startswith("telesafe replay: warning: 1 recorded safe_stop_ack(s)")
+    # ... and with the live id given, it is the live run again.
+    out, err = _replay_cli([str(tmp_path / "old.jsonl"), "--monitor-id", LIVE], capsys)
+    assert err == "" and "safe_stop_acknowledged" in _kinds(out)
+
+
+def test_recording_writer_names_its_monitor_on_every_line(tmp_path: Path) -> None:
+    from monitor.engine.clock import Instant
+    from monitor.replay.recording import recorded_monitor_id
+
+    f = tmp_path / "w.jsonl"
+    w = RecordingWriter(f, "telesafe-3")
+    w.write(Instant(1, 42), ROBOT, b"P1", b'{"a": 1}')
+    w.write(Instant(2, 43), ROBOT, None, b"\x00\xff")
+    w.close()
+    assert [json.loads(x)["monitor_id"] for x in f.read_text().splitlines()] == ["telesafe-3"] * 2
+    assert [r.monitor_id for r in read_recording(f)] == ["telesafe-3"] * 2
+    assert recorded_monitor_id(f) == "telesafe-3"
+
+
+def test_record_learns_each_procedures_monitor_from_its_commands() -> None:
+    from monitor.replay.cli import Owners
+
+    owners = Owners()
+    assert owners.of(b"P1") is None
+    for value in (
+        b"not json",
+        b'{"type": "monitor_heartbeat", "procedure_id": "P1"}',
+        b'{"type": "monitor_heartbeat", "procedure_id": "P1", "monitor_id": "m-1"}',
+        b'{"type": "safe_stop", "procedure_id": "P2", "monitor_id": "m-2"}',
+        None,
+    ):
+        owners.learn(value)
+    assert (owners.of(b"P1"), owners.of(b"P2"), owners.of(None)) == ("m-1", "m-2", None)

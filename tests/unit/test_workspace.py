@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from monitor.engine.workspace import (
+from monitor.engine.geometry import (
     box_margin,
     box_signed_distance,
     derived_speed,
     speed,
     zone_distance,
 )
+from monitor.policy.loader import PackRegistry, parse_pack, rules_dir
 from monitor.policy.model import Box, ForbiddenZone, Sphere
-from tests.unit.enginekit import EXAMPLES
+from tests.unit.enginekit import EXAMPLES, Driver, shipped_packs
 
 coord = st.floats(min_value=-300, max_value=300, allow_nan=False).map(lambda v: round(v, 3))
 point = st.lists(coord, min_size=3, max_size=3)
@@ -148,3 +151,73 @@ def test_derived_speed(p0: list[float], p1: list[float], t0: int, dt: int) -> No
     else:
         assert s is not None
         assert math.isclose(s * dt / 1e9, math.dist(p0, p1), rel_tol=1e-9, abs_tol=1e-12)
+
+
+# -- the engine's inlined 1 kHz loop against these functions (a differential test) ---------
+
+_ZONES_PACK = parse_pack(
+    {
+        **yaml.safe_load((rules_dir() / "default.yaml").read_text()),
+        "name": "zones",
+        "workspace": {
+            "default_box": {"min": [-120, -120, -180], "max": [120, 120, -20]},
+            "arms": {"psm2": {"min": [-60, -50, -150], "max": [40, 70, -30]}},
+            "forbidden_zones": [
+                {
+                    "name": "vessel",
+                    "arms": ["psm1"],
+                    "sphere": {"center": [60, 0, -100], "radius": 15},
+                },
+                {"name": "nerve", "box": {"min": [-40, -40, -120], "max": [-20, 10, -90]}},
+            ],
+        },
+    },
+    "test_workspace.py",
+)
+_ZONES = PackRegistry([_ZONES_PACK, *shipped_packs().all()], default="zones")
+
+sample = st.fixed_dictionaries(
+    {"dt": st.sampled_from([-1_000_000, 0, 1, 1_000_000, 1_000_007])},
+    optional={
+        "v": st.lists(st.floats(-400, 400), min_size=3, max_size=3),
+        "f": st.floats(0, 30),
+    },
+).flatmap(lambda s: point.map(lambda p: {**s, "p": p}))
+batch = st.lists(sample, min_size=1, max_size=6)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    arm=st.sampled_from(["psm1", "psm2", "psm3"]), batches=st.lists(batch, min_size=1, max_size=5)
+)
+def test_the_engine_loop_computes_what_the_geometry_functions_do(
+    arm: str, batches: list[list[dict[str, Any]]]
+) -> None:
+    """After each batch, the arm's margin (smallest over box faces and its zones) and
+    speed (largest, from `v` or derived from the previous sample, across batches) equal
+    `box_margin`, `zone_distance`, `speed` and `derived_speed` exactly."""
+    d = Driver(packs=_ZONES)
+    d.armed()
+    ws = _ZONES_PACK.pack.workspace
+    zones = [z for z in ws.forbidden_zones if z.arms is None or arm in z.arms]
+    t, last = 1_000_000_000, None
+    for b in batches:
+        samples, margins, speeds = [], [], []
+        for s in b:
+            t += s["dt"]
+            rec: dict[str, Any] = {"t": t, "p": s["p"]}
+            rec.update({k: s[k] for k in ("v", "f") if k in s})
+            samples.append(rec)
+            margins.append(box_margin(s["p"], ws.box_for(arm)))
+            margins.extend(zone_distance(s["p"], z) for z in zones)
+            if "v" in s:
+                speeds.append(speed(s["v"]))
+            elif last is not None:
+                speeds.append(derived_speed(last[0], last[1], s["p"], t) or 0.0)
+            else:
+                speeds.append(0.0)
+            last = (s["p"], t)
+        d.kinematics(arm, samples)
+        got = d.snapshot().arms[arm]
+        assert got.margin_mm == min(margins)
+        assert got.speed_mm_s == max([0.0, *speeds])

@@ -1,0 +1,92 @@
+"""Failover without collateral, repeated: 3 monitors, 12 procedures at ICD rates (half
+latched by a workspace breach), SIGKILL of the busiest, a breach after the takeover
+(tests/faults/failoverkit.py). Prints the pass count and the distributions of the takeover
+gap (kill -> first monitor_heartbeat from the new owner) and the survivors' dead-man gaps.
+
+    .venv/bin/python bench/bench_failover.py [--runs 20]
+
+Writes bench/results/failover.json. Needs the local broker (`telesafe broker start`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from monitor.broker.topics import admin_client, ensure_topics  # noqa: E402
+from monitor.icd.topics import Topics  # noqa: E402
+from tests.faults.failoverkit import failover_run  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def pct(xs: list[float], q: float) -> float | None:
+    s = sorted(xs)
+    return None if not s else s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--bootstrap", default="127.0.0.1:9092")
+    args = ap.parse_args()
+    runs = []
+    for i in range(args.runs):
+        prefix = f"fo{uuid.uuid4().hex[:6]}."
+        ensure_topics(args.bootstrap, prefix=prefix)
+        try:
+            with tempfile.TemporaryDirectory(prefix="bench-failover-") as tmp:
+                r = failover_run(args.bootstrap, prefix, Path(tmp))
+            s = r.summary()
+            s["survivor_gaps_ms"] = sorted(round(v, 1) for v in r.survivor_gaps_ms.values())
+            s["takeover_gaps_s"] = sorted(round(v, 3) for v in r.takeover_gaps_s.values())
+            s["passed"] = (
+                not r.false_stops
+                and not r.moved_survivors
+                and r.latch_ids_kept
+                and r.late_breach_stopped
+            )
+        except Exception as exc:  # a run that could not even be set up counts as failed
+            s = {"passed": False, "error": str(exc)[:500]}
+        finally:
+            a = admin_client(args.bootstrap)
+            try:
+                a.delete_topics(Topics(prefix).all(), 10)
+            finally:
+                a.close()
+        runs.append(s)
+        print(f"run {i + 1}/{args.runs}: {json.dumps(s)[:400]}", flush=True)
+    surv = [g for s in runs for g in s.get("survivor_gaps_ms", [])]
+    take = [s["takeover_gap_max_s"] for s in runs if "takeover_gap_max_s" in s]
+    out = {
+        "runs": len(runs),
+        "passed": sum(1 for s in runs if s["passed"]),
+        "false_stops": sum(s.get("false_stops", 0) for s in runs),
+        "survivor_moves": sum(s.get("moved_survivors", 0) for s in runs),
+        "survivor_gap_ms": {
+            "p50": pct(surv, 0.5),
+            "p99": pct(surv, 0.99),
+            "max": max(surv, default=None),
+        },
+        "takeover_gap_s": {
+            "p50": pct(take, 0.5),
+            "p99": pct(take, 0.99),
+            "max": max(take, default=None),
+        },
+        "per_run": runs,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "failover.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in out.items() if k != "per_run"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
