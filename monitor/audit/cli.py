@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monitor.argtypes import non_negative_int
+from monitor.argtypes import non_negative_int, port_or_any
 from monitor.audit.canonical import canonical_json
 from monitor.audit.checkpoint import (
     CheckpointError,
@@ -686,14 +686,24 @@ def _archive_args(a: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="an origin is stalled when a signed checkpoint has waited S seconds for its "
         "entries (default %(default)s)",
     )
-    p.add_argument("--http-host", default=env("TELESAFE_HTTP_HOST", "127.0.0.1"))
+    p.add_argument(
+        "--http-host",
+        default=env("TELESAFE_HTTP_HOST", "127.0.0.1"),
+        help="address the HTTP endpoints listen on (env TELESAFE_HTTP_HOST; default "
+        "%(default)s; 0.0.0.0 for a scraper on another host)",
+    )
     p.add_argument(
         "--http-port",
-        type=int,
+        type=port_or_any,
         default=int(env("TELESAFE_HTTP_PORT", "9110") or 9110),
         help="/metrics, /healthz, /readyz, /status (env TELESAFE_HTTP_PORT; default %(default)s)",
     )
-    p.add_argument("--log-level", default=env("TELESAFE_LOG_LEVEL", "INFO"))
+    p.add_argument(
+        "--log-level",
+        default=env("TELESAFE_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (env TELESAFE_LOG_LEVEL; default %(default)s)",
+    )
     add_kafka_arguments(p)
     p.set_defaults(func=_run_archive)
 

@@ -30,6 +30,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from monitor.errors import AuditLayerError
+
 ORIGIN_FIELD = "ledger_origin"
 CHECKPOINT_FIELD = "ledger_checkpoint"
 REPLAY_FIELD = "ledger_replay"
@@ -40,7 +42,7 @@ _CHECKPOINT = b'"' + CHECKPOINT_FIELD.encode() + b'":'
 _decoder = json.JSONDecoder()
 
 
-class MirrorError(ValueError):
+class MirrorError(AuditLayerError):
     """A record claims to be a ledger record (it starts with `ledger_origin`) but is
     malformed."""
 

@@ -12,6 +12,7 @@ Not a test module itself; test files import it (`from tests.integration.sitekit 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -19,8 +20,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaTimeoutError
 
 from monitor.icd.topics import Topics
+
+log = logging.getLogger("telesafe.tests.sitekit")
 
 SITES = ("console", "robot")
 HEARTBEAT_PERIOD_S = 0.020  # ICD §3.2: nominally every 20 ms
@@ -28,8 +32,13 @@ HEARTBEAT_PERIOD_S = 0.020  # ICD §3.2: nominally every 20 ms
 
 def make_producer(bootstrap: str) -> KafkaProducer:
     """A producer like a site's: no batching delay, acks=all."""
-    return KafkaProducer(bootstrap_servers=[bootstrap], linger_ms=0, acks="all",
-                         client_id="itest-sitekit", retry_backoff_ms=20)
+    return KafkaProducer(
+        bootstrap_servers=[bootstrap],
+        linger_ms=0,
+        acks="all",
+        client_id="itest-sitekit",
+        retry_backoff_ms=20,
+    )
 
 
 class SiteDriver:
@@ -39,8 +48,9 @@ class SiteDriver:
     `procedure_start` first, or hold back one site's first heartbeat.
     """
 
-    def __init__(self, bootstrap: str, prefix: str, procedure_id: str,
-                 producer: KafkaProducer | None = None) -> None:
+    def __init__(
+        self, bootstrap: str, prefix: str, procedure_id: str, producer: KafkaProducer | None = None
+    ) -> None:
         self.procedure_id = procedure_id
         self.topics = Topics(prefix)
         self._own_producer = producer is None
@@ -61,8 +71,9 @@ class SiteDriver:
         self.touched: set[str] = set()
         self.planned_gap_s = dict.fromkeys(SITES, 0.0)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"sitekit-{procedure_id}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"sitekit-{procedure_id}", daemon=True
+        )
         self._thread.start()
 
     # -- low level -----------------------------------------------------------------------
@@ -76,14 +87,21 @@ class SiteDriver:
         with self._lock:
             self.producer.send(self._topic(site), key=self.procedure_id.encode(), value=data)
 
-    def send(self, site: str, rtype: str, sent_at: int | None = None,
-             **fields: Any) -> dict[str, Any]:
+    def send(
+        self, site: str, rtype: str, sent_at: int | None = None, **fields: Any
+    ) -> dict[str, Any]:
         """Send one §3 record with the site's next seq; returns the record sent."""
         assert site in SITES, site
         with self._lock:
-            rec = {"v": 1, "type": rtype, "procedure_id": self.procedure_id, "site": site,
-                   "seq": self._seq[site],
-                   "sent_at": time.time_ns() if sent_at is None else sent_at, **fields}
+            rec = {
+                "v": 1,
+                "type": rtype,
+                "procedure_id": self.procedure_id,
+                "site": site,
+                "seq": self._seq[site],
+                "sent_at": time.time_ns() if sent_at is None else sent_at,
+                **fields,
+            }
             self._seq[site] += 1
             self.send_raw(site, rec)
         return rec
@@ -98,8 +116,14 @@ class SiteDriver:
 
     # -- heartbeats ----------------------------------------------------------------------
 
-    def heartbeat(self, site: str, sent_at: int | None = None, offset_ns: int | None = None,
-                  state: str = "operating", planned: bool = False) -> dict[str, Any]:
+    def heartbeat(
+        self,
+        site: str,
+        sent_at: int | None = None,
+        offset_ns: int | None = None,
+        state: str = "operating",
+        planned: bool = False,
+    ) -> dict[str, Any]:
         """One heartbeat now (sent_at and offset_ns default to the site's skew settings).
 
         `planned`: this heartbeat ends a gap the test made on purpose (not a starvation).
@@ -113,9 +137,13 @@ class SiteDriver:
                 sent_at = time.time_ns() + self._skew_ns[site]
             if offset_ns is None:
                 offset_ns = self._offset_ns[site]
-            rec = self.send(site, "heartbeat", sent_at=sent_at, state=state,
-                            clock={"source": "ptp", "offset_ns": offset_ns,
-                                   "max_error_ns": 100_000})
+            rec = self.send(
+                site,
+                "heartbeat",
+                sent_at=sent_at,
+                state=state,
+                clock={"source": "ptp", "offset_ns": offset_ns, "max_error_ns": 100_000},
+            )
             self.last_hb_sent[site] = time.time()
             self.last_hb[site] = rec
             self.hb_count[site] += 1
@@ -179,11 +207,17 @@ class SiteDriver:
 
     # -- other records -------------------------------------------------------------------
 
-    def procedure_start(self, site: str = "robot", policy: str | None = None,
-                        arms: Sequence[str] = ("psm1", "psm2", "psm3", "ecm")) -> dict[str, Any]:
-        fields: dict[str, Any] = {"surgeon_id": "surgeon-itest",
-                                  "robot": {"model": "Toumai", "serial": "TM-ITEST"},
-                                  "arms": list(arms)}
+    def procedure_start(
+        self,
+        site: str = "robot",
+        policy: str | None = None,
+        arms: Sequence[str] = ("psm1", "psm2", "psm3", "ecm"),
+    ) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "surgeon_id": "surgeon-itest",
+            "robot": {"model": "Toumai", "serial": "TM-ITEST"},
+            "arms": list(arms),
+        }
         if policy is not None:
             fields["policy"] = policy
         self.started_at = time.time()
@@ -195,39 +229,69 @@ class SiteDriver:
     def latency(self, channel: str, samples_ms: Iterable[float]) -> dict[str, Any]:
         """ICD §3.3: the robot reports `control`, the console reports `video`."""
         site = "robot" if channel == "control" else "console"
-        return self.send(site, "latency", channel=channel,
-                         samples_ms=[float(s) for s in samples_ms])
+        return self.send(
+            site, "latency", channel=channel, samples_ms=[float(s) for s in samples_ms]
+        )
 
-    def link(self, site: str, *, rtt_ms: float = 96.0, jitter_ms: float = 1.0,
-             loss_ratio: float = 0.0, window_ms: float = 1000.0) -> dict[str, Any]:
-        return self.send(site, "link", rtt_ms=float(rtt_ms), jitter_ms=float(jitter_ms),
-                         loss_ratio=float(loss_ratio), window_ms=float(window_ms))
+    def link(
+        self,
+        site: str,
+        *,
+        rtt_ms: float = 96.0,
+        jitter_ms: float = 1.0,
+        loss_ratio: float = 0.0,
+        window_ms: float = 1000.0,
+    ) -> dict[str, Any]:
+        return self.send(
+            site,
+            "link",
+            rtt_ms=float(rtt_ms),
+            jitter_ms=float(jitter_ms),
+            loss_ratio=float(loss_ratio),
+            window_ms=float(window_ms),
+        )
 
     def kinematics(self, arm: str, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Samples as given: {"t": ns, "p": [x, y, z]} plus optional "v" and "f"."""
         return self.send("robot", "kinematics", arm=arm, samples=list(samples))
 
-    def tip(self, arm: str, p: Sequence[float], v: Sequence[float] | None = (0.0, 0.0, 0.0),
-            f: float | None = None, t: int | None = None) -> dict[str, Any]:
+    def tip(
+        self,
+        arm: str,
+        p: Sequence[float],
+        v: Sequence[float] | None = (0.0, 0.0, 0.0),
+        f: float | None = None,
+        t: int | None = None,
+    ) -> dict[str, Any]:
         """One kinematics record of one sample (v=None: leave velocity out)."""
-        s: dict[str, Any] = {"t": time.time_ns() if t is None else t,
-                             "p": [float(x) for x in p]}
+        s: dict[str, Any] = {"t": time.time_ns() if t is None else t, "p": [float(x) for x in p]}
         if v is not None:
             s["v"] = [float(x) for x in v]
         if f is not None:
             s["f"] = float(f)
         return self.kinematics(arm, [s])
 
-    def rearm_request(self, operator_id: str, command_id: str,
-                      reason: str = "itest: sites checked", raw: bytes | None = None) -> bytes:
+    def rearm_request(
+        self,
+        operator_id: str,
+        command_id: str,
+        reason: str = "itest: sites checked",
+        raw: bytes | None = None,
+    ) -> bytes:
         """ICD 1.1 §5.1 on the operator topic (not a site record; keyed the same way),
         naming the latch it clears; `raw`: send exactly these bytes again (a replay).
         Returns the bytes sent."""
         if raw is None:
-            req = {"v": 1, "type": "rearm_request", "procedure_id": self.procedure_id,
-                   "operator_id": operator_id, "reason": reason,
-                   "requested_at": time.time_ns(), "command_id": command_id,
-                   "request_id": str(uuid.uuid4())}
+            req = {
+                "v": 1,
+                "type": "rearm_request",
+                "procedure_id": self.procedure_id,
+                "operator_id": operator_id,
+                "reason": reason,
+                "requested_at": time.time_ns(),
+                "command_id": command_id,
+                "request_id": str(uuid.uuid4()),
+            }
             raw = json.dumps(req).encode()
         with self._lock:
             self.producer.send(self.topics.operator, key=self.procedure_id.encode(), value=raw)
@@ -238,7 +302,10 @@ class SiteDriver:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        self.flush()
+        try:
+            self.flush()
+        except KafkaTimeoutError:  # e.g. leaders moving after a broker restart: best effort
+            log.warning("site driver %s: records still unsent at close", self.procedure_id)
         if self._own_producer:
             self.producer.close(timeout=5)
 
@@ -265,8 +332,11 @@ class Observer:
         self._n = 0
         self._stop = threading.Event()
         self._consumer = KafkaConsumer(bootstrap_servers=[bootstrap], fetch_max_wait_ms=5)
-        tps = [TopicPartition(t, p) for t in topics
-               for p in sorted(self._consumer.partitions_for_topic(t) or [])]
+        tps = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in sorted(self._consumer.partitions_for_topic(t) or [])
+        ]
         assert tps, f"no partitions for {topics}"
         self._consumer.assign(tps)
         self._consumer.seek_to_end(*tps)
@@ -305,9 +375,12 @@ class Observer:
 
     def audit(self, procedure_id: str, event: str, **data: Any) -> list[dict[str, Any]]:
         """Audit entries of one kind for a procedure whose data match the given values."""
-        return [o for o in self.items(procedure_id)
-                if o.get("event") == event
-                and all(o.get("data", {}).get(k) == v for k, v in data.items())]
+        return [
+            o
+            for o in self.items(procedure_id)
+            if o.get("event") == event
+            and all(o.get("data", {}).get(k) == v for k, v in data.items())
+        ]
 
     def wait_for(self, pred: Any, timeout: float) -> Any:
         """Poll `pred` until it returns something truthy (returned) or `timeout` passes."""

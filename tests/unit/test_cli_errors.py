@@ -59,6 +59,10 @@ BAD_INPUT: dict[str, tuple[list[str], int] | None] = {
     "audit verify-proof": (["{t}/notes.txt", "--pubkey", "{pub}"], EXIT_USAGE),
     "audit export": (["{t}/notes.txt", "--out", "{t}/bundle"], EXIT_USAGE),
     "audit show": (["{t}/notes.txt"], EXIT_USAGE),
+    "audit archive": (
+        ["--dir", "{t}/archive", "--trusted-keys", "{t}/missing-keys", "--once"],
+        EXIT_USAGE,
+    ),
     "audit rotate-key": (["{t}/notes.txt", "--key", "{t}/k", "--new-key", "{t}/k"], EXIT_USAGE),
     "report": (
         ["--ledger", "{t}/notes.txt", "--pubkey", "{pub}", "--procedure", "P"],

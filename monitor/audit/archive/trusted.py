@@ -20,9 +20,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from monitor.audit.checkpoint import KeyFileError, key_id, load_public_key, parse_vkey
+from monitor.errors import AuditLayerError
 
 
-class TrustedKeysError(ValueError):
+class TrustedKeysError(AuditLayerError):
     """The trusted-keys file cannot be used (the message names the line)."""
 
 
