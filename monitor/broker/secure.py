@@ -52,7 +52,7 @@ from monitor.kafka.settings import KafkaSettings
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 ADMIN_USER = "admin"
 # The principals of ICD §1: the two sites, the monitor, the operator tools.
-SERVICE_USERS = ("monitor", "console", "robot", "operator")
+SERVICE_USERS = ("monitor", "console", "robot", "operator", "archive")
 STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 DEFAULT_MONITOR_GROUP = "telesafe-monitor"
 # A site's consumer groups for reading commands start with <prefix>telesafe-site-<site>.
@@ -471,6 +471,15 @@ def site_group(prefix: str, site: str) -> str:
     return f"{prefix}{SITE_GROUP_STEM}{site}"
 
 
+# Group-id prefixes of each principal's reader consumers (a PREFIXED group ACL each).
+READER_GROUPS = (
+    ("operator", "telesafe-operator-"),
+    ("archive", "telesafe-archive"),
+    ("monitor", "telesafe-latch-restore"),
+    ("monitor", "telesafe-reconcile"),
+)
+
+
 def telesafe_grants(prefix: str = "", monitor_group: str = DEFAULT_MONITOR_GROUP) -> list[Grant]:
     """Least-privilege ALLOW grants for the ICD principals (everything else is denied).
 
@@ -484,7 +493,11 @@ def telesafe_grants(prefix: str = "", monitor_group: str = DEFAULT_MONITOR_GROUP
     * ``monitor``: READ both telemetry topics and the operator topic, in its consumer
       group; WRITE commands, audit, deadletter and state; READ commands (start-up
       reconciliation reads back its own recent commands) and state (latch restore).
-    * ``operator``: WRITE the operator topic.
+    * ``operator``: WRITE the operator topic; READ the state topic (`telesafe rearm` and
+      `latch close` look up the latch) and the audit topic (they wait for the monitor's
+      decision there), in reader groups named ``telesafe-operator-*``.
+    * ``archive``: READ the audit topic (`telesafe audit archive`), in reader groups
+      named ``telesafe-archive*``.
 
     Each WRITE/READ comes with DESCRIBE (metadata, offsets). Idempotent producers need no
     extra grant: WRITE on a topic implies IDEMPOTENT_WRITE since Kafka 2.8.
@@ -498,6 +511,9 @@ def telesafe_grants(prefix: str = "", monitor_group: str = DEFAULT_MONITOR_GROUP
         ("robot", write, t.telemetry_robot),
         ("robot", read, t.commands),
         ("operator", write, t.operator),
+        ("operator", read, t.state),
+        ("operator", read, t.audit),
+        ("archive", read, t.audit),
         *(("monitor", read, name) for name in (t.telemetry_console, t.telemetry_robot, t.operator)),
         *(("monitor", write, name) for name in (t.commands, t.audit, t.deadletter, t.state)),
         ("monitor", read, t.commands),
@@ -520,6 +536,10 @@ def telesafe_grants(prefix: str = "", monitor_group: str = DEFAULT_MONITOR_GROUP
     # for its own command readers; never the monitor's group, never the other site's.
     for site in ("console", "robot"):
         grants.append(Grant(f"User:{site}", read, group, site_group(prefix, site), prefixed=True))
+    # The same for the tools' and the monitor's own assign()-only readers (their group ids
+    # are `<client id>-reader`, monitor/kafka/__init__.py).
+    for user, stem in READER_GROUPS:
+        grants.append(Grant(f"User:{user}", read, group, stem, prefixed=True))
     return grants
 
 

@@ -86,7 +86,9 @@ def from_state_topic(
     finally:
         consumer.close(2.0)
     if not parts:
-        raise TransportError(f"topic {topic} does not exist")
+        raise TransportError(
+            f"topic {topic} does not exist, or this principal may not read it (docs/security.md)"
+        )
     key = procedure_id.encode()
     number = partition_for(key, len(parts))
     value: bytes | None = None
@@ -122,7 +124,10 @@ class DecisionWatch:
         parts = self.consumer.partitions_for(topic, 5.0)
         if not parts:
             self.consumer.close(2.0)
-            raise TransportError(f"topic {topic} does not exist")
+            raise TransportError(
+                f"topic {topic} does not exist, or this principal may not read it "
+                "(docs/security.md)"
+            )
         tp = TopicPartition(topic, partition_for(procedure_id.encode(), len(parts)))
         marks = self.consumer.watermarks(tp, 5.0)
         self.consumer.assign({tp: marks[1] if marks else OFFSET_END})

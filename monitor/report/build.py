@@ -30,6 +30,7 @@ from monitor.report.model import (
     ProcedureReport,
     RearmInfo,
     ReportError,
+    SecurityEvent,
     SiteStats,
     StopEpisode,
     TimelineItem,
@@ -217,8 +218,35 @@ def assemble(
         states=states,
         notes=notes,
         generated_utc_ns=time.time_ns(),
+        security_events=security_events(es),
         **evidence,
     )
+
+
+def security_events(es: Iterable[Entry]) -> list[SecurityEvent]:
+    """The refused operator requests among `es` (`operator_request_refused`), in order."""
+    out = []
+    for e in es:
+        if e.event != "operator_request_refused":
+            continue
+        d = e.data
+        raw = d.get("claimed")
+        claimed: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        out.append(
+            SecurityEvent(
+                t_utc_ns=e.t_utc_ns,
+                index=e.index,
+                instance=e.monitor_id,
+                source=str(d.get("source") or e.source or "?"),
+                reason_class=str(d.get("reason_class") or "?"),
+                reason=str(d.get("reason") or ""),
+                claimed_operator=opt_str(claimed.get("operator_id")),
+                claimed_type=opt_str(claimed.get("type")),
+                key_id_presented=opt_str(d.get("key_id_presented")),
+                signed=bool(d.get("signed")),
+            )
+        )
+    return out
 
 
 def covering_checkpoint(vl: VerifiedLedger, last_index: int) -> CheckpointInfo | None:

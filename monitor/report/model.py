@@ -217,6 +217,24 @@ class ProofInfo:
 
 
 @dataclass
+class SecurityEvent:
+    """An operator request for this procedure refused before the rules engine
+    (`operator_request_refused`): where it was read and why are facts; what it claimed
+    (operator, type, key name) is only a claim, and is shown as one."""
+
+    t_utc_ns: int
+    index: int
+    instance: str
+    source: str
+    reason_class: str
+    reason: str
+    claimed_operator: str | None
+    claimed_type: str | None
+    key_id_presented: str | None
+    signed: bool
+
+
+@dataclass
 class PolicyInfo:
     pack: str
     version: str
@@ -347,6 +365,8 @@ class ProcedureReport:
     handovers: list[Handover] = field(default_factory=list)
     holes: list[str] = field(default_factory=list)  # written anyway with --allow-holes
     duplicates: int = 0  # entries recorded by two instances for the same input, shown once
+    # Operator requests for this procedure refused before the rules engine (ICD §5.1).
+    security_events: list[SecurityEvent] = field(default_factory=list)
 
     @property
     def multi(self) -> bool:

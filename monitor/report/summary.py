@@ -157,6 +157,13 @@ def summary(report: ProcedureReport) -> list[str]:
             f"{len(gaps)} gap(s) in the sites' heartbeats were recorded; the longest, "
             f"{worst.gap_ms:,.1f} ms, was at the {worst.site} site."
         )
+    if r.security_events:
+        n = len(r.security_events)
+        lines.append(
+            f"{n} operator request(s) for this procedure failed authentication or checks and "
+            f"were refused before reaching the rules engine: a security event, listed in "
+            f"section 9."
+        )
     notes = sum(1 for t in r.timeline if t.event == "operator_note")
     if notes:
         lines.append(f"Operators added {notes} note(s) to the record (see the timeline).")

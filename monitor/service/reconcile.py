@@ -50,7 +50,9 @@ def unrecorded_commands(
     found: list[dict[str, Any]] = []
     seen: set[str] = set()
     since = int((time.time() - lookback_s) * 1000)
-    for r in read_to_end(settings, topic, None, f"{monitor_id}-reconcile", since, timeout_s):
+    for r in read_to_end(
+        settings, topic, None, f"telesafe-reconcile-{monitor_id}", since, timeout_s
+    ):
         try:
             cmd = json.loads(r.value or b"")
         except ValueError:

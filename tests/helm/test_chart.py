@@ -822,3 +822,63 @@ def test_keda_scales_on_the_groups_lag_within_the_partition_count(helm: str) -> 
     assert meta["consumerGroup"] == "grp" and meta["topic"] == "prod.telesafe.telemetry.robot"
     assert meta["allowIdleConsumers"] == "false"
     assert not by_kind(render(helm, *WITH_CRDS, sets=REQUIRED), "ScaledObject")  # off by default
+
+
+def test_archive_can_use_its_own_kafka_principal(
+    helm: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Least privilege (docs/security.md): the archive reads the audit topic as `archive`,
+    the monitors keep theirs."""
+    own = {"username": "archive", "existingSecret": "archive-sasl", "passwordKey": "pw"}
+    values = FULL_VALUES | {"archive": {"enabled": True, "publicKey": PUBLIC_KEY, "sasl": own}}
+    docs = render(helm, values=values, tmp_path=tmp_path_factory.mktemp("archive-sasl"))
+    (c,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+    assert env["TELESAFE_SASL_USERNAME"] == "archive"
+    assert env["TELESAFE_SASL_PASSWORD"] == {"secretKeyRef": {"name": "archive-sasl", "key": "pw"}}
+    monitor_env = env_of(docs)
+    assert monitor_env["TELESAFE_SASL_USERNAME"] != "archive"
+    assert env["TELESAFE_SSL_CAFILE"] == monitor_env["TELESAFE_SSL_CAFILE"]
+
+
+def test_archive_principal_needs_its_password_secret(helm: str) -> None:
+    err = render_fails(
+        helm,
+        *WITH_CRDS,
+        sets={
+            **REQUIRED,
+            "archive.enabled": "true",
+            "archive.existingConfigMap": "archive-keys",
+            "archive.sasl.username": "archive",
+            "kafka.securityProtocol": "SASL_SSL",
+            "kafka.sasl.mechanism": "SCRAM-SHA-512",
+            "kafka.sasl.username": "monitor",
+            "kafka.sasl.existingSecret": "monitor-sasl",
+        },
+    )
+    assert "archive.sasl.username needs archive.sasl.existingSecret" in err
+
+
+def test_runbook_links_follow_the_runbook_url(helm: str, tmp_path: Path) -> None:
+    base = "https://wiki.hospital.example/telesafe/runbook"
+    sets = {**REQUIRED, "prometheusRule.runbookURL": base}
+    docs = render(helm, *WITH_CRDS, sets=sets, tmp_path=tmp_path)
+    rules = [
+        r for g in one(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"] if "alert" in r
+    ]
+    urls = [r["annotations"]["runbook_url"] for r in rules]
+    assert len(urls) == len(rules) > 10
+    assert all(u == f"{base}#{r['alert'].lower()}" for u, r in zip(urls, rules, strict=True))
+    default = render(helm, *WITH_CRDS, sets=REQUIRED, tmp_path=tmp_path)
+    relative = [
+        r["annotations"]["runbook_url"]
+        for g in one(default, "PrometheusRule")["spec"]["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    ]
+    assert all(u.startswith("docs/runbook.md#") for u in relative)
+
+
+def test_a_runbook_url_must_be_a_url(helm: str) -> None:
+    err = render_fails(helm, *WITH_CRDS, sets={**REQUIRED, "prometheusRule.runbookURL": "wiki"})
+    assert "runbookURL" in err

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -43,10 +44,13 @@ from kafka.admin import (
 )
 from kafka.errors import GroupAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
 
+from monitor.audit.checkpoint import load_public_key
+from monitor.audit.verified import load_verified
 from monitor.broker import secure, server
 from monitor.broker.runtime import BrokerError, PrerequisiteError
 from monitor.icd.topics import Topics
 from monitor.kafka.settings import KafkaSettings
+from monitor.report.build import build_report
 from tests.integration.monitorkit import free_port, run_monitor
 
 pytestmark = pytest.mark.integration
@@ -434,6 +438,23 @@ def test_safe_stop_end_to_end_over_sasl_ssl(
             log = mon.log()
             assert "AuthorizationFailed" not in log, log[-4000:]
             assert "SaslAuthenticationFailed" not in log, log[-4000:]
+            # The operator's own tool, as User:operator: it finds the latch on the state
+            # topic (no monitor URL) and sees the decision on the audit mirror. The robot
+            # is silent, so the re-arm is refused: exit 1 (3 would be "no decision seen").
+            op = secured.settings("operator")
+            rearm = subprocess.run(
+                [sys.executable, "-m", "monitor", "rearm", "--procedure", pid,
+                 "--operator", "dr-itest", "--reason", "robot checked",
+                 "--monitor", "http://127.0.0.1:1", "--timeout", "20",
+                 "--bootstrap", secured.bootstrap, "--topic-prefix", secured.prefix,
+                 "--security-protocol", "SASL_SSL", "--ssl-cafile", str(op.ssl_cafile),
+                 "--sasl-mechanism", "SCRAM-SHA-512", "--sasl-username", "operator"],
+                capture_output=True, text=True, timeout=90,
+                env={**os.environ, "TELESAFE_SASL_PASSWORD": str(op.sasl_password)},
+            )  # fmt: skip
+            out = rearm.stdout + rearm.stderr
+            assert rearm.returncode == 1, out
+            assert stop["command_id"] in out and "rejected" in out.lower(), out
         finally:
             if stop is not None:  # the robot obeys, so the monitor stops re-sending
                 robot.send("safe_stop_ack", command_id=stop["command_id"],
@@ -529,3 +550,7 @@ def test_forged_rearms_are_audited_and_page(
                        "unknown-key": "unknown_key"}, reasons  # fmt: skip
     forged = by_source[dict(sent)["forged"]]["data"]
     assert forged["claimed"]["operator_id"] == "dr-b" and forged["key_id_presented"] == "dr-a"
+    # The post-operative report lists the three as security events of the procedure.
+    report = build_report(load_verified(ledger, load_public_key(f"{ledger_key}.pub")), pid)
+    listed = {(s.source, s.reason_class) for s in report.security_events}
+    assert listed == {(src, reasons[how]) for how, src in sent}, listed

@@ -778,3 +778,44 @@ def test_pack_path_relative_to_its_pack_directory(built: Built, tmp_path: Path) 
     r2 = _report(built, rules_dirs=[extra])
     assert r2.policy is not None
     assert (r2.policy.source, r2.policy.source_dir) == ("site-default.yaml", f"{extra}/")
+
+
+def test_refused_operator_requests_are_listed_as_security_events(tmp_path: Path) -> None:
+    """Issue 19: the report's audit section lists the security events of the procedure;
+    what a refused request claimed is shown as a claim, escaped."""
+    key, pub = generate_key_files(tmp_path / "k")
+    factory = EntryFactory("telesafe-test", "0.1.0")
+    events = procedure_events()
+    forged = ev(
+        "operator_request_refused",
+        PID,
+        9_000,
+        source="telesafe.operator:1:42",
+        reason="operator_id 'dr-b' does not match signing key 'dr-a'",
+        reason_class="operator_key_mismatch",
+        claimed={"type": "rearm_request", "operator_id": "<b>dr-b</b>", "procedure_id": PID},
+        key_id_presented="dr-a",
+        signed=True,
+        value_bytes=310,
+    )
+    with Ledger.open(tmp_path / "l.db", load_private_key(key), ORIGIN) as led:
+        _append(led, factory, [*events[:8], forged, *events[8:]])
+        led.checkpoint()
+    r = build_report(load_verified(tmp_path / "l.db", load_public_key(pub)), PID)
+    (s,) = r.security_events
+    assert (s.reason_class, s.claimed_operator, s.key_id_presented, s.source) == (
+        "operator_key_mismatch",
+        "<b>dr-b</b>",
+        "dr-a",
+        "telesafe.operator:1:42",
+    )
+    assert any("security event" in line for line in plain.summary(r))
+    page = html.render_html(r)
+    assert "&lt;b&gt;dr-b&lt;/b&gt;" in page and "<b>dr-b</b>" not in page
+    assert "operator_key_mismatch" in page and "Security events" in page
+
+
+def test_no_security_events_says_so(built: Built) -> None:
+    r = _report(built)
+    assert r.security_events == []
+    assert "no operator request for this procedure was refused" in html.render_html(r)

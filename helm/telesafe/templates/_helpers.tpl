@@ -123,36 +123,44 @@ so `helm template`, `helm lint` and `helm install` all stop on them.
 /etc/telesafe/kafka-tls
 {{- end }}
 
-{{/* The Kafka connection environment of a telesafe container (monitor and archive). */}}
+{{/* The Kafka connection environment of a telesafe container, as the chart's principal
+     (kafka.sasl). */}}
 {{- define "telesafe.kafkaEnv" -}}
-{{- $tlsDir := include "telesafe.kafkaTlsDir" . -}}
+{{- include "telesafe.kafkaEnvFor" (dict "root" . "username" .Values.kafka.sasl.username "secret" (include "telesafe.saslSecretName" .) "key" .Values.kafka.sasl.passwordKey) }}
+{{- end }}
+
+{{/* The Kafka connection environment as a given SASL principal: (dict "root" .
+     "username" U "secret" SECRET "key" KEY). The archive uses its own (archive.sasl). */}}
+{{- define "telesafe.kafkaEnvFor" -}}
+{{- $root := .root -}}
+{{- $tlsDir := include "telesafe.kafkaTlsDir" $root -}}
 - name: TELESAFE_BOOTSTRAP
-  value: {{ .Values.kafka.bootstrapServers | quote }}
+  value: {{ $root.Values.kafka.bootstrapServers | quote }}
 - name: TELESAFE_TOPIC_PREFIX
-  value: {{ .Values.kafka.topicPrefix | quote }}
+  value: {{ $root.Values.kafka.topicPrefix | quote }}
 - name: TELESAFE_SECURITY_PROTOCOL
-  value: {{ .Values.kafka.securityProtocol | quote }}
-{{- if hasPrefix "SASL_" .Values.kafka.securityProtocol }}
+  value: {{ $root.Values.kafka.securityProtocol | quote }}
+{{- if hasPrefix "SASL_" $root.Values.kafka.securityProtocol }}
 - name: TELESAFE_SASL_MECHANISM
-  value: {{ .Values.kafka.sasl.mechanism | quote }}
+  value: {{ $root.Values.kafka.sasl.mechanism | quote }}
 - name: TELESAFE_SASL_USERNAME
-  value: {{ .Values.kafka.sasl.username | quote }}
+  value: {{ .username | quote }}
 - name: TELESAFE_SASL_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ include "telesafe.saslSecretName" . }}
-      key: {{ .Values.kafka.sasl.passwordKey }}
+      name: {{ .secret }}
+      key: {{ .key }}
 {{- end }}
-{{- if .Values.kafka.tls.existingSecret }}
-{{- if .Values.kafka.tls.caKey }}
+{{- if $root.Values.kafka.tls.existingSecret }}
+{{- if $root.Values.kafka.tls.caKey }}
 - name: TELESAFE_SSL_CAFILE
-  value: {{ printf "%s/%s" $tlsDir .Values.kafka.tls.caKey | quote }}
+  value: {{ printf "%s/%s" $tlsDir $root.Values.kafka.tls.caKey | quote }}
 {{- end }}
-{{- if .Values.kafka.tls.certKey }}
+{{- if $root.Values.kafka.tls.certKey }}
 - name: TELESAFE_SSL_CERTFILE
-  value: {{ printf "%s/%s" $tlsDir .Values.kafka.tls.certKey | quote }}
+  value: {{ printf "%s/%s" $tlsDir $root.Values.kafka.tls.certKey | quote }}
 - name: TELESAFE_SSL_KEYFILE
-  value: {{ printf "%s/%s" $tlsDir .Values.kafka.tls.keyKey | quote }}
+  value: {{ printf "%s/%s" $tlsDir $root.Values.kafka.tls.keyKey | quote }}
 {{- end }}
 {{- end }}
 {{- end }}
