@@ -320,8 +320,13 @@ class Commands(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_flag.is_set():
-            msgs = self.c.consume(10000, 0.05)
+            # Block for the first record only, then drain what is there: consume(n, t)
+            # would wait for n records or the whole timeout, and stamp arrivals late.
+            first = self.c.poll(0.05)
             t = time.perf_counter()
+            if first is None:
+                continue
+            msgs = [first, *self.c.consume(10000, 0)]
             with self.lock:
                 for m in msgs:
                     if m.error():
