@@ -118,7 +118,9 @@ def loadgen(bootstrap: str, prefix: str, procedures: int, seconds: float, tag: s
         seq[pid, "robot"] += 1
     tick, t0 = 0, time.monotonic()
     sent = 0
+    late_max = 0.0  # how far behind its own 20 ms schedule the generator ran
     while time.monotonic() - t0 < seconds:
+        late_max = max(late_max, time.monotonic() - (t0 + tick * 0.020))
         now = time.time_ns()
         for pid in pids:
             for site, topic in (("console", con), ("robot", rob)):
@@ -152,7 +154,10 @@ def loadgen(bootstrap: str, prefix: str, procedures: int, seconds: float, tag: s
     for pid in pids:
         send(con, pid, END % (pid, seq[pid, "console"], now))
     p.flush(10)
-    print(json.dumps({"sent": sent, "seconds": time.monotonic() - t0}), flush=True)
+    print(
+        json.dumps({"sent": sent, "seconds": time.monotonic() - t0, "late_max_s": late_max}),
+        flush=True,
+    )
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -313,6 +318,7 @@ class Commands(threading.Thread):
         md = self.c.list_topics(topic, timeout=10).topics[topic]
         self.c.assign([ck.TopicPartition(topic, p, ck.OFFSET_END) for p in md.partitions])
         self.first_stop: dict[str, float] = {}
+        self.stop_reason: dict[str, str] = {}
         self.beats: dict[str, list[float]] = defaultdict(list)
         self.withheld_seen = 0
         self.stop_flag = threading.Event()
@@ -338,6 +344,7 @@ class Commands(threading.Thread):
                     elif b'"safe_stop"' in v:
                         d = json.loads(v)
                         self.first_stop.setdefault(d["procedure_id"], t)
+                        self.stop_reason.setdefault(d["procedure_id"], d.get("reason", ""))
         self.c.close()
 
 
@@ -359,6 +366,25 @@ def run_loadgen(
         text=True,
         cwd=ROOT,
     )
+
+
+def loadgen_late_ms(out: str | None) -> float | None:
+    """How far the generator ran behind its own schedule (from its last output line):
+    beyond 300 ms the "sites" really were silent, whatever the monitor did."""
+    for line in reversed((out or "").splitlines()):
+        with contextlib.suppress(ValueError, KeyError):
+            return r(json.loads(line)["late_max_s"] * 1e3)
+    return None
+
+
+def reasons(cmds: Commands, pids: list[str]) -> dict[str, int]:
+    """Stop reasons with their figures blanked, counted: what kind of stop it was."""
+    import re
+
+    out: dict[str, int] = defaultdict(int)
+    for p in pids:
+        out[re.sub(r"[0-9.]+", "#", cmds.stop_reason.get(p, ""))] += 1
+    return dict(out)
 
 
 # -- trials -------------------------------------------------------------------------------
@@ -545,11 +571,12 @@ def load_step(
             )
             rss = max(rss_peak_mb(p) for p in pids)
             t_end = time.perf_counter()
-            gen.wait(seconds + 30)
+            gen_out, _ = gen.communicate(timeout=seconds + 30)
             cmds.stop_flag.set()
             cmds.join(5)
         finally:
             mon.stop()
+    gen_late = loadgen_late_ms(gen_out)
     ours = [p for p in cmds.beats if p.startswith(tag)]
     hz = []
     for p in ours:
@@ -562,6 +589,8 @@ def load_step(
         "offered_per_s": procedures * RECORDS_PER_PROC_S,
         "received_per_s": round(recs / wall),
         "false_safe_stops": len(false_stops),
+        "false_stop_reasons": reasons(cmds, false_stops),
+        "loadgen_late_max_ms": gen_late,
         "monitor_heartbeat_hz_min": r(min(hz, default=0.0), 1),
         "procedures_under_45hz": sum(1 for h in hz if h < 45),
         "lag_p99_ms": r((pct(lags, 0.99) or 0) * 1e3),
@@ -637,8 +666,8 @@ def overload(
                 )
                 rss = max(rss, rss_peak_mb(mon.proc.pid))
                 time.sleep(0.25)
-            base.wait(60)
-            burst.wait(60)
+            base_out, _ = base.communicate(timeout=60)
+            burst_out, _ = burst.communicate(timeout=60)
             prober.join(60)
             cmds.stop_flag.set()
             cmds.join(5)
@@ -652,6 +681,8 @@ def overload(
         "knee": knee,
         "offered_over_per_s": 2 * knee * RECORDS_PER_PROC_S,
         "healthy_latched": len(healthy),
+        "healthy_latched_reasons": reasons(cmds, healthy),
+        "loadgen_late_max_ms": [loadgen_late_ms(base_out), loadgen_late_ms(burst_out)],
         "box_probes_latched": f"{len(probe_box)}/{probes}",
         "box_probe_delay_ms": dist_ms(probe_box),
         "silence_probes_latched": f"{len(probe_sil)}/{probes}",

@@ -117,6 +117,12 @@ class Consumer(Protocol):
     ) -> tuple[int, int] | None:
         """(low, high) offsets; `cached`: from the last fetch, no network (None if unknown)."""
 
+    def high_watermark(self, partition: TopicPartition) -> tuple[int, int] | None:
+        """(high watermark, monotonic ns as of which it holds): every record the broker
+        appended to `partition` before that instant has an offset below it. Cheap enough to
+        ask after every poll (no blocking network call beyond a short, rate-limited one);
+        None if unknown. Precondition: `partition` is assigned to this consumer."""
+
     def position(self, partition: TopicPartition) -> int | None:
         """The next offset to be returned, if known."""
 

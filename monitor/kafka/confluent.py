@@ -310,6 +310,15 @@ class ConfluentConsumer:
             out[_tp(p)] = p.offset if p.offset >= 0 else OFFSET_END
         return out
 
+    def high_watermark(self, partition: TopicPartition) -> tuple[int, int] | None:
+        # librdkafka refreshes its cached high watermark from every fetch response, and its
+        # fetcher keeps one fetch in flight per broker (fetch.wait.max.ms 10) until the
+        # prefetch queue is full; the application reaches that offset only after draining
+        # the queue, by when fetching has resumed. So the cache is as of "now", give or
+        # take one fetch round.
+        marks = self.watermarks(partition, 0.0, cached=True)
+        return None if marks is None else (marks[1], time.monotonic_ns())
+
     def watermarks(
         self, partition: TopicPartition, timeout_s: float, cached: bool = False
     ) -> tuple[int, int] | None:

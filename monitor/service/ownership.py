@@ -286,15 +286,21 @@ class Ownership:
                 self.handle(shard.engine.release(pid, now), now)
 
     def settle(
-        self, received_mono: int, high_watermark: Callable[[TopicPartition], int | None]
+        self,
+        received_mono: int,
+        high_watermark: Callable[[TopicPartition], tuple[int, int] | None],
     ) -> None:
-        """After each poll: which topic-partitions are caught up, from the high watermarks
-        of the client's last fetches (no network call; ~1 µs each). A record the broker
-        holds that was not processed means the monitor has not heard past it."""
+        """After each poll: which topic-partitions are caught up, from each one's high
+        watermark and the instant it holds as of (`Consumer.high_watermark`). A record the
+        broker holds that was not processed means the monitor has not heard past it."""
         for shard in self.shards.values():
             t = shard.time
             for tp in list(t.heard):
-                t.settle(tp, high_watermark(tp), received_mono)
+                mark = high_watermark(tp)
+                if mark is None:
+                    t.settle(tp, None, received_mono)
+                else:
+                    t.settle(tp, mark[0], received_mono, mark[1])
 
     def stalled(self, heard_mono: int, trust_after_mono: int) -> None:
         """The whole loop could not hear from `heard_mono` (see `PartitionTime.stall`)."""
@@ -319,7 +325,7 @@ class Ownership:
             return pause, resume
         own_lag = max(
             (
-                now_mono - s.time.horizon(now_mono)
+                now_mono - s.time.backlog_horizon(now_mono)
                 for s in shards
                 if not s.catching_up and not s.restoring
             ),

@@ -226,7 +226,7 @@ class MonitorService:
                 self._ingest([r], at)
         if records:
             self._ingest(records, received)
-        own.settle(received.mono_ns, self._high_watermark)
+        own.settle(received.mono_ns, self.consumer.high_watermark)
         pause, resume = own.balance_backlog(received.mono_ns)
         self.consumer.pause(pause)
         self.consumer.resume(resume)
@@ -338,10 +338,6 @@ class MonitorService:
     def _revoked(self, partitions: list[TopicPartition]) -> None:
         self._commit()
         self.offsets.forget(partitions)
-
-    def _high_watermark(self, tp: TopicPartition) -> int | None:
-        marks = self.consumer.watermarks(tp, 0.0, cached=True)
-        return None if marks is None else marks[1]
 
     def _commit(self) -> None:
         ready = self.offsets.committable(self.audit.durable())

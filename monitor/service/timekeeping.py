@@ -60,6 +60,8 @@ class PartitionTime:
     stopped: set[TopicPartition] = field(default_factory=set)  # revoked, not (yet) back
     hold_until: int = 0  # after a stall: the client's watermarks are not trusted before this
     next_offset: dict[TopicPartition, int] = field(default_factory=dict)
+    # caught up, but only as of this instant (the high watermark was older than the poll)
+    as_of: dict[TopicPartition, int] = field(default_factory=dict)
 
     def assign(self, tp: TopicPartition, now_mono: int, start_offset: int | None) -> None:
         """Start consuming `tp` at `start_offset` (None or negative: the end). A
@@ -68,6 +70,7 @@ class PartitionTime:
         if tp not in self.behind:
             self.heard[tp] = now_mono
             self.behind.add(tp)
+            self.as_of.pop(tp, None)
         self.stopped.discard(tp)
         if start_offset is None or start_offset < 0:
             self.next_offset.pop(tp, None)
@@ -80,6 +83,7 @@ class PartitionTime:
         if tp not in self.behind:
             self.heard[tp] = heard_mono
             self.behind.add(tp)
+            self.as_of.pop(tp, None)
         self.stopped.add(tp)
 
     def stall(self, heard_mono: int, until_mono: int) -> None:
@@ -93,6 +97,7 @@ class PartitionTime:
         self.hold_until = max(self.hold_until, until_mono)
 
     def drop(self, tp: TopicPartition) -> None:
+        self.as_of.pop(tp, None)
         self.heard.pop(tp, None)
         self.behind.discard(tp)
         self.stopped.discard(tp)
@@ -107,21 +112,42 @@ class PartitionTime:
         if heard_mono > self.heard.get(tp, 0):
             self.heard[tp] = heard_mono
 
-    def settle(self, tp: TopicPartition, high_watermark: int | None, received_mono: int) -> None:
+    def settle(
+        self,
+        tp: TopicPartition,
+        high_watermark: int | None,
+        received_mono: int,
+        as_of_mono: int | None = None,
+    ) -> None:
         """After a poll that returned at `received_mono`: caught up on `tp` when the broker's
-        high watermark (from the client's last fetch; None: no fetch answered yet) is not
-        beyond what was processed."""
+        high watermark (None: not known yet) is not beyond what was processed. The mark
+        holds as of `as_of_mono` (default: `received_mono`), so everything appended before
+        then is heard, and no later: a stale mark must not vouch for the present."""
         if high_watermark is None or tp in self.stopped or received_mono < self.hold_until:
             return
         nxt = self.next_offset.get(tp)
         if nxt is None or nxt >= high_watermark:
             self.behind.discard(tp)
-            self.heard[tp] = received_mono
+            if as_of_mono is None or as_of_mono >= received_mono:
+                self.heard[tp] = received_mono
+                self.as_of.pop(tp, None)
+            else:  # heard up to the answer, or to the last record if that is later
+                self.heard[tp] = self.as_of[tp] = max(as_of_mono, self.heard.get(tp, 0))
         elif tp not in self.behind:
             self.behind.add(tp)
+            self.as_of.pop(tp, None)
 
     def horizon(self, received_mono: int) -> int:
         """Everything of this number is heard up to here (at most `received_mono`)."""
+        h = self.backlog_horizon(received_mono)
+        for v in self.as_of.values():
+            if v < h:
+                h = v
+        return h
+
+    def backlog_horizon(self, received_mono: int) -> int:
+        """Like `horizon`, counting only records left waiting at the broker, not the age of
+        a caught-up partition's high watermark: how far behind the loop's *work* is."""
         h = received_mono
         for tp in self.behind:
             v = self.heard.get(tp, received_mono)

@@ -68,6 +68,8 @@ class FakeConsumer:
         self.wake_mono = 0  # the rig's next scheduled event: a poll never waits past it
         self.cached_hw: dict[TopicPartition, int] = {}
         self._next_hw: dict[TopicPartition, int] = {}
+        self.cached_at = 0  # the mono instant cached_hw holds as of
+        self._next_at = 0
 
     # -- scripting -------------------------------------------------------------------
 
@@ -109,6 +111,7 @@ class FakeConsumer:
             self._next_hw,
             {tp: len(log) for tp, log in self.broker.logs.items()},
         )
+        self.cached_at, self._next_at = self._next_at, self.clock.now().mono_ns
         out = self._due(max_records)
         if not out and timeout_s > 0:
             until = self.clock.now().mono_ns + round(timeout_s * 1e9)
@@ -166,6 +169,9 @@ class FakeConsumer:
         if cached:
             return 0, self.cached_hw.get(partition, 0)
         return 0, len(self.broker.logs.get(partition, []))
+
+    def high_watermark(self, partition: TopicPartition) -> tuple[int, int] | None:
+        return self.cached_hw.get(partition, 0), self.cached_at
 
     def position(self, partition: TopicPartition) -> int | None:
         return self.assigned.get(partition)

@@ -135,3 +135,20 @@ def test_audit_positions_find_entries_already_in_the_ledger() -> None:
     assert not p.already_audited("telesafe.operator", 2, 42, 1)  # its 2nd entry was lost
     assert not p.already_audited("telesafe.operator", 2, 43, 0)
     assert not p.already_audited("telesafe.operator", 1, 41, 0)
+
+
+def test_a_stale_watermark_vouches_only_for_when_it_was_read() -> None:
+    """kafka-python's cached mark is as old as the fetch response it parsed last: reaching
+    it means "heard up to then", not "heard up to now" (a monitor 300 ms behind looked
+    caught up, and stopped healthy procedures)."""
+    t = PartitionTime(0)
+    t.assign(ROBOT, 1_000, 0)
+    for off in range(10):
+        t.processed(ROBOT, off, 1_000 + off)
+    t.settle(ROBOT, 10, 500_000_000, as_of_mono=100_000_000)
+    assert t.horizon(500_000_000) == 100_000_000
+    # A fresher answer moves it on; an older one never moves it back.
+    t.settle(ROBOT, 10, 600_000_000, as_of_mono=590_000_000)
+    assert t.horizon(600_000_000) == 590_000_000
+    t.settle(ROBOT, 10, 700_000_000, as_of_mono=200_000_000)
+    assert t.horizon(700_000_000) == 590_000_000
