@@ -390,17 +390,26 @@ def reasons(cmds: Commands, pids: list[str]) -> dict[str, int]:
 # -- trials -------------------------------------------------------------------------------
 
 
-def trials(bootstrap: str, prefix: str, cmds: Commands, n: int, kind: str) -> list[float]:
+def trials(
+    bootstrap: str,
+    prefix: str,
+    cmds: Commands,
+    n: int,
+    kind: str,
+    give_up_s: float = 5.0,
+    fired_at: dict[str, float] | None = None,
+) -> list[float]:
     """n trials on fresh procedure ids, a new one every 50 ms: 0.6 s of heartbeats of both
     sites, then silence of the robot (overshoot over 300 ms) or one out-of-box batch
-    (breach -> arrival)."""
+    (breach -> arrival). A trial with no safe_stop within `give_up_s` is dropped;
+    `fired_at` (if given) receives each trial's procedure id and fault instant."""
     t = Topics(prefix)
     p = producer(bootstrap, linger_ms=0)
     out: list[float] = []
     active: dict[str, dict[str, Any]] = {}
     started, seqs = 0, defaultdict(int)
     t_next = time.perf_counter()
-    end_by = time.perf_counter() + n * 0.05 + 10
+    end_by = time.perf_counter() + n * 0.05 + give_up_s + 5
     while (started < n or active) and time.perf_counter() < end_by:
         now = time.perf_counter()
         if started < n and now >= t_next:
@@ -437,8 +446,12 @@ def trials(bootstrap: str, prefix: str, cmds: Commands, n: int, kind: str) -> li
                 p.produce(t.telemetry_robot, body.encode(), pid.encode())
                 p.poll(0)
                 a["fired"] = time.perf_counter()
+                if fired_at is not None:
+                    fired_at[pid] = a["fired"]
             elif age >= 0.6 and kind == "silence" and a["fired"] is None:
                 a["fired"] = a["last_robot"]
+                if fired_at is not None:
+                    fired_at[pid] = a["fired"]
             else:
                 if a["fired"] is not None:
                     with cmds.lock:
@@ -447,7 +460,7 @@ def trials(bootstrap: str, prefix: str, cmds: Commands, n: int, kind: str) -> li
                         d = arrived - a["fired"]
                         out.append(d - STOP_S if kind == "silence" else d)
                         del active[pid]
-                    elif now - a["fired"] > 5:
+                    elif now - a["fired"] > give_up_s:
                         del active[pid]
         p.poll(0)
         time.sleep(0.001)
@@ -647,34 +660,57 @@ def overload(
             burst = run_loadgen(bootstrap, prefix, extra, over_s, "OVB")
             samples: list[tuple[float, float, float]] = []  # t, max lag s, busy
             rss = 0.0
-            probe_box: list[float] = []
-            probe_sil: list[float] = []
-            prober = threading.Thread(
-                target=lambda: (
-                    time.sleep(15),
-                    probe_box.extend(trials(bootstrap, prefix, cmds, probes, "breach")),
-                    probe_sil.extend(trials(bootstrap, prefix, cmds, probes, "silence")),
-                ),
-                daemon=True,
-            )
-            prober.start()
+            # Probes: breaches from 15 s, silences from 20 s, each judged after the run
+            # (a probe latched late, once the monitor caught up, counts: the delay is
+            # audited).
+            box_at: dict[str, float] = {}
+            sil_at: dict[str, float] = {}
+            wait = over_s + after_s + 60
+
+            def probe(kind: str, at_s: float, fired: dict[str, float]) -> None:
+                time.sleep(at_s)
+                trials(bootstrap, prefix, cmds, probes, kind, give_up_s=wait, fired_at=fired)
+
+            probers = [
+                threading.Thread(target=probe, args=("breach", 15, box_at), daemon=True),
+                threading.Thread(target=probe, args=("silence", 20, sil_at), daemon=True),
+            ]
+            for th in probers:
+                th.start()
+            by_partition: list[tuple[float, dict[int, float]]] = []  # perf_counter, lag s
             while time.perf_counter() - t_start < over_s + after_s + 5:
-                lags = mon.metric("telesafe_consumer_lag_seconds").values()
+                lag_lines = mon.metric("telesafe_consumer_lag_seconds")
+                lags = lag_lines.values()
                 busy = mon.metric("telesafe_monitor_busy_ratio").values()
-                samples.append(
-                    (time.perf_counter() - t_start, max(lags, default=0.0), max(busy, default=0.0))
+                now = time.perf_counter()
+                samples.append((now - t_start, max(lags, default=0.0), max(busy, default=0.0)))
+                by_partition.append(
+                    (now, {int(k.split('"')[1]): v for k, v in lag_lines.items() if '"' in k})
                 )
                 rss = max(rss, rss_peak_mb(mon.proc.pid))
                 time.sleep(0.25)
             base_out, _ = base.communicate(timeout=60)
             burst_out, _ = burst.communicate(timeout=60)
-            prober.join(60)
+            for th in probers:
+                th.join(wait)
             cmds.stop_flag.set()
             cmds.join(5)
         finally:
             mon.stop()
     healthy = [p for p in cmds.first_stop if p.startswith(("OVA", "OVB"))]
+    box_delays = [cmds.first_stop[p] - t for p, t in box_at.items() if p in cmds.first_stop]
+    # A silence probe is covered when it latched, or when its monitor_heartbeat stopped
+    # within 300 ms of its silence (withheld: the robot's dead-man takes over).
+    sil_latched = [p for p in sil_at if p in cmds.first_stop]
+    sil_withheld = [
+        p
+        for p, t in sil_at.items()
+        if p not in cmds.first_stop
+        and all(b <= t + STOP_S for b in cmds.beats.get(p, []) if b > t)
+    ]
     saturated_at = next((t for t, lag, busy in samples if lag > 0.1 and busy > 0.8), None)
+    alert_at = alert_fires_s(samples, hold_s=10.0)
+    beats_behind, resume_s = withholding(cmds, healthy_ids(cmds), by_partition, t_start, over_s)
     behind = [t for t, lag, _ in samples if t > over_s and lag > 0.05]
     caught_up_after_s = (max(behind) - over_s) if behind else 0.0
     return {
@@ -683,15 +719,81 @@ def overload(
         "healthy_latched": len(healthy),
         "healthy_latched_reasons": reasons(cmds, healthy),
         "loadgen_late_max_ms": [loadgen_late_ms(base_out), loadgen_late_ms(burst_out)],
-        "box_probes_latched": f"{len(probe_box)}/{probes}",
-        "box_probe_delay_ms": dist_ms(probe_box),
-        "silence_probes_latched": f"{len(probe_sil)}/{probes}",
+        "box_probes_latched": f"{len(box_delays)}/{len(box_at)}",
+        "box_probe_delay_ms": dist_ms(box_delays),
+        "silence_probes_latched": f"{len(sil_latched)}/{len(sil_at)}",
+        "silence_probes_withheld_within_300ms": f"{len(sil_withheld)}/{len(sil_at)}",
+        "beats_sent_while_over_600ms_behind": beats_behind,
+        "heartbeat_resumed_after_catch_up_ms": dist_ms(resume_s),
+        "saturated_alert_would_fire_s": r(alert_at, 1),
         "lag_max_s": r(max((lag for _, lag, _ in samples), default=0.0), 2),
         "saturation_first_seen_s": r(saturated_at, 1),
         "lag_under_50ms_after_overload_s": r(caught_up_after_s, 1),
         "rss_peak_mb": r(rss, 1),
         "lag_timeline": [(r(t, 1), r(lag, 3), r(b, 2)) for t, lag, b in samples[::8]],
     }
+
+
+def healthy_ids(cmds: Commands) -> list[str]:
+    return [p for p in cmds.beats if p.startswith(("OVA", "OVB"))]
+
+
+def alert_fires_s(samples: list[tuple[float, float, float]], hold_s: float) -> float | None:
+    """When TelesafeMonitorSaturated would fire (alerts/telesafe-rules.yml: max lag > 0.1 s
+    and busy > 0.8, held `hold_s`), from the 4 Hz samples; None if never."""
+    since = None
+    for t, lag, busy in samples:
+        if lag > 0.1 and busy > 0.8:
+            since = t if since is None else since
+            if t - since >= hold_s:
+                return t
+        else:
+            since = None
+    return None
+
+
+def withholding(
+    cmds: Commands,
+    pids: list[str],
+    lags: list[tuple[float, dict[int, float]]],
+    t_start: float,
+    over_s: float,
+) -> tuple[int, list[float]]:
+    """Per healthy procedure, from its partition's lag samples (4 Hz): how many of its
+    monitor_heartbeats arrived while the monitor was over 600 ms behind on it (300 ms past
+    the withholding limit, beyond the sampling error), and how long after its partition
+    caught up again (lag < 50 ms, after the overload) its heartbeats resumed."""
+    import bisect
+
+    from monitor.kafka.partitioner import partition_for
+
+    times = [ts for ts, _ in lags]
+
+    def lag_at(t: float, k: int) -> float:
+        """The lower of the samples either side of `t` (the lag moves fast when it ends)."""
+        i = bisect.bisect_right(times, t)
+        near = [lags[j][1].get(k, 0.0) for j in (i - 1, i) if 0 <= j < len(lags)]
+        return min(near, default=0.0)
+
+    sent_behind = 0
+    resumed: list[float] = []
+    for pid in pids:
+        k = partition_for(pid.encode(), 6)
+        beats = cmds.beats.get(pid, [])
+        sent_behind += sum(1 for b in beats if lag_at(b, k) > 0.6)
+        peak = max(lags, key=lambda s: s[1].get(k, 0.0), default=None)
+        if peak is None or peak[1].get(k, 0.0) < 0.3:
+            continue
+        caught = next(
+            (t for t, d in lags if t > peak[0] and t > t_start + over_s and d.get(k, 1) < 0.05),
+            None,
+        )
+        if caught is None:
+            continue
+        after = [b for b in beats if b >= caught - 0.25]
+        if after:
+            resumed.append(max(0.0, after[0] - caught))
+    return sent_behind, resumed
 
 
 def main() -> int:
@@ -708,6 +810,8 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=100, help="idle trials of each kind")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--knee", type=int, default=200, help="overload base without a capacity run")
+    ap.add_argument("--out", default=str(RESULTS / "backends.json"), help="results file")
+    ap.add_argument("--logs", help="keep the monitors' logs in this directory")
     args = ap.parse_args()
     backends = args.backends.split(",")
     only = set(args.only.split(","))
@@ -719,7 +823,8 @@ def main() -> int:
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     with tempfile.TemporaryDirectory(prefix="bench-backends-") as tmp:
-        work = Path(tmp)
+        work = Path(args.logs or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for b in backends:
             res[b] = {}
             if "floor" in only:
@@ -746,8 +851,8 @@ def main() -> int:
                 trials_at=-1,
             )
             print(f"confluent --workers 2 knee: {res['confluent']['workers2']['knee_procedures']}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "backends.json").write_text(json.dumps(res, indent=2) + "\n")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2)[:4000])
     return 0
 

@@ -5,7 +5,11 @@
 - detection-latency.png: CDF of breach->safe_stop and silence overshoot, idle vs loaded,
   with the one-hop transport p99 for reference;
 - throughput.png: received vs offered records/s, and the monitor's lag p99 per step;
-- scaling.png: received records/s, detection p99, peak RSS and CPU at 1..200 procedures.
+- scaling.png: received records/s, detection p99, peak RSS and CPU at 1..200 procedures;
+- backends.png (from backends.json): per backend and worker count, consumer lag p99,
+  monitor_heartbeat rate and CPU against procedures at full ICD rate;
+- overload.png (from backends.json): the monitor's lag and loop busy ratio through the
+  overload step (2x the knee, then half of it).
 """
 
 from __future__ import annotations
@@ -137,12 +141,69 @@ def scaling(d: Path, mon: dict[str, Any]) -> None:
     save(fig, d, "scaling")
 
 
+def backends(d: Path, res: dict[str, Any]) -> None:
+    series = [
+        ("confluent, 1 process", res.get("confluent", {}).get("capacity"), "o-"),
+        ("confluent, --workers 2", res.get("confluent", {}).get("workers2"), "s--"),
+        ("kafka-python, 1 process", res.get("kafka-python", {}).get("capacity"), "^:"),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    for label, cap, style in series:
+        if not cap:
+            continue
+        steps = cap["steps"]
+        n = [s["procedures"] for s in steps]
+        axes[0].plot(n, [max(s["lag_p99_ms"] or 0.0, 0.5) for s in steps], style, label=label)
+        axes[1].plot(n, [s["monitor_heartbeat_hz_min"] for s in steps], style, label=label)
+        axes[2].plot(n, [s["cpu_cores"] for s in steps], style, label=label)
+    axes[0].axhline(50, color="grey", linestyle=":", label="aim: lag p99 < 50 ms")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("consumer lag p99, ms (log)")
+    axes[1].axhline(45, color="grey", linestyle=":", label="aim: >= 45 Hz")
+    axes[1].set_ylabel("slowest procedure's monitor_heartbeat, Hz")
+    axes[2].set_ylabel("monitor CPU, cores (all processes)")
+    for ax in axes:
+        ax.set_xlabel("procedures at full ICD rate (172 records/s each)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
+    fig.suptitle("One monitor against load, both Kafka backends (2-core VM, broker and load on it)")
+    save(fig, d, "backends")
+
+
+def overload(d: Path, res: dict[str, Any]) -> None:
+    ov = res.get("overload")
+    if not ov or not ov.get("lag_timeline"):
+        return
+    t = [x[0] for x in ov["lag_timeline"]]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.plot(t, [x[1] for x in ov["lag_timeline"]], "o-", label="max consumer lag, s")
+    ax.axvspan(0, 60, color="red", alpha=0.08, label="2x the knee offered")
+    ax.set_xlabel("seconds from the start of the step")
+    ax.set_ylabel("lag, s")
+    ax2 = ax.twinx()
+    ax2.plot(t, [x[2] for x in ov["lag_timeline"]], "x:", color="grey", label="loop busy")
+    ax2.set_ylabel("loop busy ratio")
+    ax2.set_ylim(0, 1.05)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(
+        f"Overload: {ov['offered_over_per_s']:,} records/s for 60 s, then half the knee; "
+        f"healthy latched: {ov['healthy_latched']}"
+    )
+    ax.grid(alpha=0.3)
+    save(fig, d, "overload")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--monitor-json", default="monitor.json")
     args = ap.parse_args()
     d = Path(args.results)
+    be = load(d, "backends.json")
+    if be is not None:
+        backends(d, be)
+        overload(d, be)
     mon = load(d, args.monitor_json)
     tr = load(d, "transport.json")
     if mon is None:

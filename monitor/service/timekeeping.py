@@ -81,7 +81,8 @@ class PartitionTime:
         """The monitor stops hearing `tp`; it had heard everything up to `heard_mono`. It
         stays behind until assigned again and caught up."""
         if tp not in self.behind:
-            self.heard[tp] = heard_mono
+            # caught up only as of an older mark: heard up to that, not to `heard_mono`
+            self.heard[tp] = min(heard_mono, self.as_of.get(tp, heard_mono))
             self.behind.add(tp)
             self.as_of.pop(tp, None)
         self.stopped.add(tp)

@@ -152,3 +152,14 @@ def test_a_stale_watermark_vouches_only_for_when_it_was_read() -> None:
     assert t.horizon(600_000_000) == 590_000_000
     t.settle(ROBOT, 10, 700_000_000, as_of_mono=200_000_000)
     assert t.horizon(700_000_000) == 590_000_000
+
+
+def test_a_stall_freezes_a_stale_partition_where_its_mark_held() -> None:
+    """A stall freezes every partition at the last poll; one that was caught up only as of
+    an older mark stays at that mark (it was never heard past it)."""
+    t = PartitionTime(0)
+    t.assign(ROBOT, 1_000, 0)
+    t.processed(ROBOT, 0, 2_000)
+    t.settle(ROBOT, 1, 500_000_000, as_of_mono=300_000_000)
+    t.stall(heard_mono=500_000_000, until_mono=900_000_000)
+    assert t.horizon(800_000_000) == 300_000_000
