@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import subprocess
@@ -368,6 +369,44 @@ def run_loadgen(
     )
 
 
+def broker_gaps(bootstrap: str, prefix: str, pids: list[str]) -> dict[str, float]:
+    """Read the telemetry topics back (after the step): per procedure in `pids`, the
+    largest gap in broker append time between consecutive heartbeats of one site, ms."""
+    t = Topics(prefix)
+    c = ck.Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"{prefix}gaps", "enable.auto.commit": False}
+    )
+    want = {p.encode() for p in pids}
+    seen: dict[tuple[bytes, str], list[int]] = defaultdict(list)
+    try:
+        tps = []
+        for topic in (t.telemetry_console, t.telemetry_robot):
+            md = c.list_topics(topic, timeout=10).topics[topic]
+            tps += [ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in md.partitions]
+        c.assign(tps)
+        ends = {(tp.topic, tp.partition): c.get_watermark_offsets(tp, 10)[1] for tp in tps}
+        done: set[tuple[str, int]] = {k for k, hi in ends.items() if hi <= 0}
+        deadline = time.monotonic() + 120
+        while len(done) < len(tps) and time.monotonic() < deadline:
+            for m in c.consume(10_000, 0.5):
+                if m.error():
+                    continue
+                k = (m.topic(), m.partition())
+                if m.offset() + 1 >= ends[k]:
+                    done.add(k)
+                v = m.value() or b""
+                if m.key() in want and b'"heartbeat"' in v:
+                    seen[m.key(), m.topic()].append(m.timestamp()[1])
+    finally:
+        c.close()
+    out: dict[str, float] = {}
+    for (key, _topic), ts in seen.items():
+        ts.sort()
+        gap = max((b - a for a, b in itertools.pairwise(ts)), default=0)
+        out[key.decode()] = max(out.get(key.decode(), 0.0), float(gap))
+    return out
+
+
 def loadgen_late_ms(out: str | None) -> float | None:
     """How far the generator ran behind its own schedule (from its last output line):
     beyond 300 ms the "sites" really were silent, whatever the monitor did."""
@@ -589,6 +628,8 @@ def load_step(
             cmds.join(5)
         finally:
             mon.stop()
+        stopped = sorted(p for p in cmds.first_stop if p.startswith(tag))
+        gaps = broker_gaps(bootstrap, prefix, stopped[:20]) if stopped else {}
     gen_late = loadgen_late_ms(gen_out)
     ours = [p for p in cmds.beats if p.startswith(tag)]
     hz = []
@@ -603,6 +644,11 @@ def load_step(
         "received_per_s": round(recs / wall),
         "false_safe_stops": len(false_stops),
         "false_stop_reasons": reasons(cmds, false_stops),
+        # Per false stop (up to 20): the largest gap in broker append time between the
+        # procedure's consecutive heartbeats of one site. >= 300 ms: the heartbeats reached
+        # the broker that late (generator, network or broker), a real loss of liveness on
+        # the channel; below: the monitor stopped a procedure whose heartbeats were there.
+        "false_stop_broker_gap_ms": gaps,
         "loadgen_late_max_ms": gen_late,
         "monitor_heartbeat_hz_min": r(min(hz, default=0.0), 1),
         "procedures_under_45hz": sum(1 for h in hz if h < 45),
