@@ -36,6 +36,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--bootstrap", default="127.0.0.1:9092")
+    ap.add_argument("--logs", help="keep each run's monitor logs in DIR/run-N")
+    ap.add_argument("--out", default=str(RESULTS / "failover.json"), help="results file")
     args = ap.parse_args()
     runs = []
     for i in range(args.runs):
@@ -43,7 +45,9 @@ def main() -> int:
         ensure_topics(args.bootstrap, prefix=prefix)
         try:
             with tempfile.TemporaryDirectory(prefix="bench-failover-") as tmp:
-                r = failover_run(args.bootstrap, prefix, Path(tmp))
+                work = Path(args.logs) / f"run-{i + 1}" if args.logs else Path(tmp)
+                work.mkdir(parents=True, exist_ok=True)
+                r = failover_run(args.bootstrap, prefix, work)
             s = r.summary()
             s["survivor_gaps_ms"] = sorted(round(v, 1) for v in r.survivor_gaps_ms.values())
             s["takeover_gaps_s"] = sorted(round(v, 3) for v in r.takeover_gaps_s.values())
@@ -83,7 +87,7 @@ def main() -> int:
         "per_run": runs,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "failover.json").write_text(json.dumps(out, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: v for k, v in out.items() if k != "per_run"}, indent=2))
     return 0
 
