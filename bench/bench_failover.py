@@ -2,6 +2,8 @@
 latched by a workspace breach), SIGKILL of the busiest, a breach after the takeover
 (tests/faults/failoverkit.py). Prints the pass count and the distributions of the takeover
 gap (kill -> first monitor_heartbeat from the new owner) and the survivors' dead-man gaps.
+A run with false stops also gets, per stopped procedure, the largest gap in broker append
+time between its heartbeats (>= 300 ms: the channel's delay, not the monitor's).
 
     .venv/bin/python bench/bench_failover.py [--runs 20]
 
@@ -23,6 +25,9 @@ sys.path.insert(0, str(ROOT))
 from monitor.broker.topics import admin_client, ensure_topics  # noqa: E402
 from monitor.icd.topics import Topics  # noqa: E402
 from tests.faults.failoverkit import failover_run  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_backends import broker_gaps  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -51,6 +56,10 @@ def main() -> int:
             s = r.summary()
             s["survivor_gaps_ms"] = sorted(round(v, 1) for v in r.survivor_gaps_ms.values())
             s["takeover_gaps_s"] = sorted(round(v, 3) for v in r.takeover_gaps_s.values())
+            if r.false_stops:  # the channel's (heartbeats reached the broker late) or ours?
+                pids = sorted({v["procedure_id"] for v in r.false_stops})
+                s["false_stop_broker_gap_ms"] = broker_gaps(args.bootstrap, prefix, pids)
+                s["false_stop_reasons"] = sorted({v.get("reason", "") for v in r.false_stops})
             s["passed"] = (
                 not r.false_stops
                 and not r.moved_survivors
