@@ -527,34 +527,28 @@ class ConfluentAdmin:
         return out
 
     def alter_topic_config(self, name: str, config: Mapping[str, str], timeout_s: float) -> None:
-        entries = [
-            ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
-            for k, v in config.items()
-        ]
-        res = ConfigResource(ConfigResource.Type.TOPIC, name, incremental_configs=entries)
-        done = self._wait(
-            self._a.incremental_alter_configs([res], request_timeout=timeout_s),
-            timeout_s,
-            f"altering {name}",
-        )
-        for v in done.values():
-            if isinstance(v, ck.KafkaError):
-                raise TransportError(f"altering the configuration of {name} failed: {v.str()}")
+        self._alter(ConfigResource.Type.TOPIC, name, config, timeout_s, f"topic {name}")
 
     def alter_group_config(self, group: str, config: Mapping[str, str], timeout_s: float) -> None:
+        self._alter(ConfigResource.Type.GROUP, group, config, timeout_s, f"group {group}")
+
+    def _alter(
+        self, kind: Any, name: str, config: Mapping[str, str], timeout_s: float, what: str
+    ) -> None:
+        """Set `config` on one resource (incremental: other settings stay)."""
         entries = [
             ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
             for k, v in config.items()
         ]
-        res = ConfigResource(ConfigResource.Type.GROUP, group, incremental_configs=entries)
+        res = ConfigResource(kind, name, incremental_configs=entries)
         done = self._wait(
             self._a.incremental_alter_configs([res], request_timeout=timeout_s),
             timeout_s,
-            f"configuring group {group}",
+            f"configuring {what}",
         )
         for v in done.values():
             if isinstance(v, ck.KafkaError):
-                raise TransportError(f"configuring group {group} failed: {v.str()}")
+                raise TransportError(f"configuring {what} failed: {v.str()}")
 
     def delete_topics(self, names: Sequence[str], timeout_s: float) -> None:
         if names:

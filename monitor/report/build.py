@@ -53,6 +53,19 @@ def list_procedures(vl: VerifiedLedger) -> list[ProcedureListing]:
     return sorted(out, key=lambda p: (p.first_utc_ns, p.procedure_id))
 
 
+def pick_run(procedure_id: str, n_runs: int, run: int | None, where: str) -> int:
+    """The run to report (1-based): `run`, or the latest. Raises `ReportError` if out of
+    range."""
+    if run is None:
+        return n_runs
+    if not 1 <= run <= n_runs:
+        raise ReportError(
+            f"procedure {procedure_id!r} has {n_runs} run(s) in {where}; --run {run} "
+            f"is out of range"
+        )
+    return run
+
+
 def split_runs(entries: Sequence[Entry]) -> tuple[list[Entry], list[list[Entry]]]:
     """(entries before the first opening, runs): each `procedure_opened` starts a run."""
     orphans: list[Entry] = []
@@ -84,13 +97,7 @@ def build_report(
     if not mine:
         raise UnknownProcedure(procedure_id, list_procedures(vl))
     orphans, runs = split_runs(mine)
-    if run is None:
-        run = len(runs)
-    if not 1 <= run <= len(runs):
-        raise ReportError(
-            f"procedure {procedure_id!r} has {len(runs)} run(s) in the ledger; --run {run} "
-            f"is out of range"
-        )
+    run = pick_run(procedure_id, len(runs), run, "the ledger")
     es = runs[run - 1]
     notes: list[str] = []
     if len(runs) > 1:

@@ -30,7 +30,7 @@ from monitor.audit.checkpoint import CheckpointError, verify_checkpoint
 from monitor.audit.merkle import ProofError, leaf_hash, verify_inclusion
 from monitor.audit.proof import LedgerProofs, ProofUnavailable
 from monitor.audit.verified import Entry, VerifiedLedger
-from monitor.report.build import assemble, covering_checkpoint, list_procedures
+from monitor.report.build import assemble, covering_checkpoint, list_procedures, pick_run
 from monitor.report.model import (
     Handover,
     InstanceInfo,
@@ -110,13 +110,7 @@ def build_fleet_report(
     )
     kept, dups, divergent = _dedupe(merged)
     orphans, runs = _runs(kept)
-    if run is None:
-        run = len(runs)
-    if not 1 <= run <= len(runs):
-        raise ReportError(
-            f"procedure {procedure_id!r} has {len(runs)} run(s) in the ledgers given; --run "
-            f"{run} is out of range"
-        )
+    run = pick_run(procedure_id, len(runs), run, "the ledgers given")
     recs = runs[run - 1]
     es = [r.e for r in recs]
     notes: list[str] = []
