@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-from typing import Any, Protocol
 
 
 def _number(text: str, kind: type[int] | type[float], what: str) -> float:
@@ -71,18 +69,3 @@ def non_negative_ms(text: str) -> float:
     if v < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: need a number of milliseconds >= 0")
     return v
-
-
-class _TakesArguments(Protocol):  # a parser or an argument group
-    def add_argument(self, *names: str, **kwargs: Any) -> Any: ...
-
-
-def add_http_host(parser: _TakesArguments) -> None:
-    """`--http-host`, the address a service's HTTP endpoints listen on (env
-    TELESAFE_HTTP_HOST), for every command that serves /metrics."""
-    parser.add_argument(
-        "--http-host",
-        default=os.environ.get("TELESAFE_HTTP_HOST", "127.0.0.1"),
-        help="address the HTTP endpoints listen on (env TELESAFE_HTTP_HOST; default "
-        "%(default)s; 0.0.0.0 for a scraper on another host)",
-    )

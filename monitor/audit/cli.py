@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monitor.argtypes import add_http_host, non_negative_int, port_or_any
+from monitor.argtypes import non_negative_int, port_or_any
 from monitor.audit.canonical import canonical_json
 from monitor.audit.checkpoint import (
     CheckpointError,
@@ -686,7 +686,12 @@ def _archive_args(a: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="an origin is stalled when a signed checkpoint has waited S seconds for its "
         "entries (default %(default)s)",
     )
-    add_http_host(p)
+    p.add_argument(
+        "--http-host",
+        default=env("TELESAFE_HTTP_HOST", "127.0.0.1"),
+        help="address the HTTP endpoints listen on (env TELESAFE_HTTP_HOST; default "
+        "%(default)s; 0.0.0.0 for a scraper on another host)",
+    )
     p.add_argument(
         "--http-port",
         type=port_or_any,

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from monitor.argtypes import add_http_host, non_negative_seconds, positive_int, seconds
+from monitor.argtypes import non_negative_seconds, positive_int, seconds
 from monitor.audit.checkpoint import KeyFileError
 from monitor.errors import one_line
 from monitor.kafka import KafkaSettings, TransportError, open_admin
@@ -71,7 +71,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="comma-separated operator ids allowed to re-arm, or @FILE with one per "
         "line; if unset any operator id is accepted (development only; logged)",
     )
-    add_http_host(g)
+    g.add_argument(
+        "--http-host",
+        default=env("TELESAFE_HTTP_HOST", "127.0.0.1"),
+        help="address the HTTP endpoints listen on (env TELESAFE_HTTP_HOST; default "
+        "%(default)s; 0.0.0.0 for a scraper on another host)",
+    )
     g.add_argument(
         "--http-port",
         type=int,

@@ -75,8 +75,10 @@ class Sites(threading.Thread):
 
 
 def backlog(bootstrap: str, topics: Topics) -> None:
-    """FILLERS procedures, each opened, BEATS_PER_FILLER heartbeats of both sites as fast
-    as the producer goes, then ended: healthy in broker time, seconds of work to process."""
+    """FILLERS x BEATS_PER_FILLER heartbeats of procedures that never started, sent 10 s
+    before: the monitor must read and decode each one (seconds of work) before it reaches
+    what the live sites send after them, and opens no procedure for them (stale, ICD §7).
+    So no liveness in the test depends on how fast this producer or the broker goes."""
     p = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
                      "partitioner": "murmur2_random", "queue.buffering.max.messages": 500_000})
     ids = [f"OVL-FILL-{i:03d}" for i in range(FILLERS)]
@@ -89,16 +91,12 @@ def backlog(bootstrap: str, topics: Topics) -> None:
             p.poll(0.01)
         raise AssertionError("the producer's queue stayed full for a minute")
 
-    for pid in ids:
-        put(topics.telemetry_robot, pid, START % (pid, 0, time.time_ns()))
     for n in range(BEATS_PER_FILLER // 2):
-        now = time.time_ns()
+        then = time.time_ns() - 10_000_000_000
         for pid in ids:
-            put(topics.telemetry_console, pid, HB % (pid, "console", n, now))
-            put(topics.telemetry_robot, pid, HB % (pid, "robot", n + 1, now))
+            put(topics.telemetry_console, pid, HB % (pid, "console", n, then))
+            put(topics.telemetry_robot, pid, HB % (pid, "robot", n, then))
         p.poll(0)
-    for pid in ids:  # on the robot topic, behind its start and heartbeats (one partition)
-        put(topics.telemetry_robot, pid, END % (pid, BEATS_PER_FILLER, time.time_ns()))
     assert p.flush(60) == 0, "backlog not delivered"
 
 
