@@ -108,6 +108,26 @@ def test_heartbeat_silence_warning_clears_2s_after_beats_resume() -> None:
     assert d.state() == "armed"
 
 
+def test_gap_seen_first_by_the_late_heartbeat_raises_its_warning() -> None:
+    """No tick ran during the gap (the loop was late, or time was held while the monitor
+    was behind): the heartbeat that ends the gap raises the warning, so the record never
+    holds a `warning_cleared` without its `warning_raised`."""
+    d = armed()
+    d.clock.set_mono(d.mono + 180 * MS)  # no tick on the way
+    d.heartbeat("console")
+    out = d.heartbeat("robot")
+    raised = warnings_raised(out, "heartbeat_silence")
+    assert [(e.data["subject"], e.data["observed"]) for e in raised] == [("robot", 180.0)]
+    assert raised[0].data["threshold"] == 100
+    assert "heartbeat_gap" in kinds(out)
+    assert trips(d.decisions) == []
+    d.healthy(2000)
+    cleared = events(d.decisions, "warning_cleared")
+    assert {e.data["subject"] for e in cleared} >= {"robot"}
+    n_raised = len(warnings_raised(d.decisions, "heartbeat_silence"))
+    assert n_raised == len([e for e in cleared if e.data["rule"] == "heartbeat_silence"])
+
+
 def test_first_heartbeat_within_2s_is_in_time() -> None:
     d = Driver()
     d.start()

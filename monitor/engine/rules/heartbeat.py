@@ -88,10 +88,12 @@ class HeartbeatRule:
                 site.gaps += 1
                 site.max_gap_ms = max(site.max_gap_ms, gap_ns / MS)
                 out.append(self.latch.event(K.HEARTBEAT_GAP, now, site=rec.site, gap_ms=gap_ms))
-                # The silence was out of band up to this moment.
-                self.latch.warnings.bad(
-                    "heartbeat_silence", rec.site, now.mono_ns, gap_ms, self.pol.warn_silence_ms
-                )
+                # The silence was out of band up to this moment. Its warning is raised here
+                # if no tick saw it first (the tick ran late, or time was held while the
+                # monitor was behind): a cleared warning always has its raise in the record.
+                why = f"{rec.site} heartbeat silent for {gap_ms:g} ms"
+                o = Outcome("heartbeat_silence", rec.site, gap_ms, self.pol.warn_silence_ms, why)
+                self.latch.warn(o, now, out)
         site.last_fresh = now.mono_ns
         site.warned = site.tripped = False
 
