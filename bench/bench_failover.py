@@ -55,6 +55,13 @@ def main() -> int:
                 r = failover_run(args.bootstrap, prefix, work)
             s = r.summary()
             s["survivor_gaps_ms"] = sorted(round(v, 1) for v in r.survivor_gaps_ms.values())
+            s["survivor_floor_gaps_ms"] = sorted(
+                round(v, 1) for v in r.survivor_floor_gaps_ms.values()
+            )
+            s["survivor_regroup_gaps_ms"] = sorted(
+                round(v, 1) for v in r.survivor_regroup_gaps_ms.values()
+            )
+            s["survivor_worst_at_s"] = sorted(r.survivor_worst_at_s.values())
             s["takeover_gaps_s"] = sorted(round(v, 3) for v in r.takeover_gaps_s.values())
             if r.false_stops:  # the channel's (heartbeats reached the broker late) or ours?
                 pids = sorted({v["procedure_id"] for v in r.false_stops})
@@ -77,6 +84,8 @@ def main() -> int:
         runs.append(s)
         print(f"run {i + 1}/{args.runs}: {json.dumps(s)[:400]}", flush=True)
     surv = [g for s in runs for g in s.get("survivor_gaps_ms", [])]
+    floor = [g for s in runs for g in s.get("survivor_floor_gaps_ms", [])]
+    regroup = [g for s in runs for g in s.get("survivor_regroup_gaps_ms", [])]
     take = [s["takeover_gap_max_s"] for s in runs if "takeover_gap_max_s" in s]
     out = {
         "runs": len(runs),
@@ -87,6 +96,18 @@ def main() -> int:
             "p50": pct(surv, 0.5),
             "p99": pct(surv, 0.99),
             "max": max(surv, default=None),
+        },
+        # Side by side: the same survivors, 4 s before the kill (the floor: this host, this
+        # traffic, no failover) and the 4 s after it (regroup, takeover, catch-up).
+        "survivor_gap_before_kill_4s_ms": {
+            "p50": pct(floor, 0.5),
+            "p99": pct(floor, 0.99),
+            "max": max(floor, default=None),
+        },
+        "survivor_gap_after_kill_4s_ms": {
+            "p50": pct(regroup, 0.5),
+            "p99": pct(regroup, 0.99),
+            "max": max(regroup, default=None),
         },
         "takeover_gap_s": {
             "p50": pct(take, 0.5),

@@ -35,6 +35,13 @@ from monitor.kafka.profiles import AclGrant, Role, confluent_config
 from monitor.kafka.settings import KafkaSettings
 
 log = logging.getLogger("telesafe.kafka")
+
+# After a partition is (re)assigned or resumed, librdkafka's cached high watermark is as of
+# the last fetch before it, until the broker thread fetches the partition again: within a
+# fetch round (fetch.wait.max.ms) while it fetches other partitions, but up to ~0.5 s when
+# it had nothing to fetch (measured; tests/integration/test_watermark_freshness.py). The
+# cache is trusted again when its value changes (a fetch answered), or after this long.
+HW_TRUST_AFTER_NS = 1_000_000_000
 _LOG_APPEND = ck.TIMESTAMP_LOG_APPEND_TIME
 # Errors that only say "a broker connection went away and will be retried": not news.
 _QUIET = {ck.KafkaError._TRANSPORT, ck.KafkaError._ALL_BROKERS_DOWN, ck.KafkaError._RESOLVE}
@@ -108,6 +115,12 @@ class ConfluentConsumer:
         self._co_topics: list[str] = []
         self._driver: list[str] = []
         self._rejoin_at: float | None = None
+        # Partitions whose cached high watermark may not be as of now: paused (not fetched),
+        # or (re)assigned or resumed and not fetched since: the cache still holds what the
+        # last fetch before said (seconds old for a partition owned before a rebalance).
+        # For the latter: the cached value then, and when to trust it anyway.
+        self._paused: set[TopicPartition] = set()
+        self._refetch: dict[TopicPartition, tuple[int | None, int]] = {}
 
     # -- group membership ------------------------------------------------------------
 
@@ -150,6 +163,8 @@ class ConfluentConsumer:
                 consumer.incremental_assign(parts)
             else:
                 consumer.assign(parts)
+            self._paused.difference_update(tps)
+            self._refetching(tps)
         except BaseException as exc:  # never let an exception die inside librdkafka
             self._callback_error = exc
 
@@ -192,6 +207,8 @@ class ConfluentConsumer:
             for (t, p), off in offsets.items()
         ]
         self._c.assign(parts)
+        self._paused.clear()
+        self._refetching(list(offsets))
 
     # -- reading -----------------------------------------------------------------------
 
@@ -267,10 +284,19 @@ class ConfluentConsumer:
     def pause(self, partitions: Sequence[TopicPartition]) -> None:
         if partitions:
             self._c.pause([ck.TopicPartition(t, p) for t, p in partitions])
+            self._paused.update(partitions)
 
     def resume(self, partitions: Sequence[TopicPartition]) -> None:
         if partitions:
             self._c.resume([ck.TopicPartition(t, p) for t, p in partitions])
+            self._paused.difference_update(partitions)
+            self._refetching(partitions)
+
+    def _refetching(self, partitions: Sequence[TopicPartition]) -> None:
+        until = time.monotonic_ns() + HW_TRUST_AFTER_NS
+        for tp in partitions:
+            marks = self.watermarks(tp, 0.0, cached=True)
+            self._refetch[tp] = (None if marks is None else marks[1], until)
 
     # -- offsets -----------------------------------------------------------------------
 
@@ -316,8 +342,23 @@ class ConfluentConsumer:
         # prefetch queue is full; the application reaches that offset only after draining
         # the queue, by when fetching has resumed. So the cache is as of "now", give or
         # take one fetch round.
+        # Not so for a partition that was not being fetched: paused, or (re)assigned or
+        # resumed and not fetched since. Its cache holds what the last fetch before said (a
+        # partition this member owned before a rebalance: seconds old), which made a
+        # takeover's backlog look caught up; unknown until a fetch has answered.
+        if partition in self._paused:
+            return None
+        now = time.monotonic_ns()
         marks = self.watermarks(partition, 0.0, cached=True)
-        return None if marks is None else (marks[1], time.monotonic_ns())
+        if marks is None:
+            return None
+        refetch = self._refetch.get(partition)
+        if refetch is not None:
+            before, trust_at = refetch
+            if marks[1] == before and now < trust_at:
+                return None
+            del self._refetch[partition]
+        return marks[1], now
 
     def watermarks(
         self, partition: TopicPartition, timeout_s: float, cached: bool = False

@@ -10,6 +10,7 @@ time the moment a partition stops being heard, and releases shards that moved aw
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -52,6 +53,9 @@ class Shard:
     # is back (else a breach would latch it again under a new command id).
     restoring: bool = False
     waiting: list[tuple[Instant, Record]] = field(default_factory=list)
+    # Restored, its waiting records being worked off a small batch per turn (`drain`);
+    # its partitions stay paused until none is left.
+    draining: bool = False
     # Taken over and not yet caught up: its backlog yields to the shards this instance
     # already had (their procedures must not wait behind another instance's leftovers).
     catching_up: bool = False
@@ -182,15 +186,14 @@ class Ownership:
         except BaseException as exc:  # handed to the loop thread, which stops the monitor
             self.restored.put(Restored(numbers, error=exc))
 
-    def finish_restores(self, now: Instant) -> list[Shard]:
-        """Called by the loop every turn: apply restores that are done; the shards that
-        may now be resumed (their waiting records are then processed by the loop)."""
-        done: list[Shard] = []
+    def finish_restores(self, now: Instant) -> None:
+        """Called by the loop every turn: apply restores that are done; their shards then
+        drain what waited for them (`drain`)."""
         while True:
             try:
                 r = self.restored.get_nowait()
             except queue.Empty:
-                return done
+                return
             if r.error is not None:
                 raise r.error
             for number, state in r.states:
@@ -201,13 +204,40 @@ class Ownership:
                 shard = self.shards.get(n)
                 if shard is not None and shard.restoring:
                     shard.restoring = False
+                    shard.draining = True
                     shard.catching_up = self.assigned_before
-                    done.append(shard)
             log.info(
                 "latches of partition(s) %s restored: %d latched procedure(s)",
                 r.numbers,
                 len(r.states),
             )
+
+    def drain(self, budget: int) -> tuple[list[tuple[Instant, list[Record]]], list[TopicPartition]]:
+        """What waited for restored shards, at most `budget` records, oldest first and
+        grouped by the poll that received them; and the partitions of shards now drained,
+        to resume (unless the backlog balance holds them paused). Bounded, so the records
+        that arrived with a takeover never hold the procedures this instance already
+        supervised behind one long turn (issue: failover without collateral)."""
+        batches: list[tuple[Instant, list[Record]]] = []
+        resume: list[TopicPartition] = []
+        for shard in self.shards.values():
+            if not shard.draining:
+                continue
+            if budget > 0 and shard.waiting:
+                take = shard.waiting[:budget]
+                del shard.waiting[:budget]
+                budget -= len(take)
+                for at, group in itertools.groupby(take, key=lambda w: w[0]):
+                    batches.append((at, [r for _, r in group]))
+            if not shard.waiting:
+                shard.draining = False
+                if not shard.paused:
+                    resume += shard.time.heard
+        return batches, resume
+
+    def busy(self) -> bool:
+        """A shard is restoring, draining or catching up on a taken-over backlog."""
+        return any(s.restoring or s.draining or s.catching_up for s in self.shards.values())
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -332,8 +362,8 @@ class Ownership:
             default=0,
         )
         for s in shards:
-            if not s.catching_up:
-                continue
+            if not s.catching_up or s.draining:
+                continue  # a draining shard's partitions are resumed by `drain`
             if s.paused and own_lag <= OWN_CAUGHT_UP_NS:
                 resume += s.time.heard
                 s.paused = False

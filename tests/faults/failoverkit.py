@@ -27,6 +27,10 @@ LATCHED = range(0, N_PROCS, 2)  # a workspace breach at 5 s latches every other 
 KILL_AT_S = 9.0  # sim time of the SIGKILL
 BREACH_AFTER_S = 6.0  # after the kill: an orphan's tool tip leaves its box
 DURATION_S = KILL_AT_S + BREACH_AFTER_S + 4.0
+# The survivors' floor: their gaps in the FLOOR_WINDOW_S before the kill (same traffic, the
+# first breach at 5 s inside it), beside the same length after it (regroup, takeover,
+# the orphans' catch-up).
+FLOOR_WINDOW_S = 4.0
 
 
 @dataclass
@@ -41,6 +45,12 @@ class FailoverRun:
     # (an upper bound: the test process also runs the simulator).
     survivor_gaps_ms: dict[str, float] = field(default_factory=dict)
     survivor_rx_gaps_ms: dict[str, float] = field(default_factory=dict)
+    # Where each survivor's longest gap began, in s after the kill (what caused it?), and
+    # the floor: its longest gap in the same length of time just before the kill, under
+    # the same traffic with no failover.
+    survivor_worst_at_s: dict[str, float] = field(default_factory=dict)
+    survivor_floor_gaps_ms: dict[str, float] = field(default_factory=dict)
+    survivor_regroup_gaps_ms: dict[str, float] = field(default_factory=dict)  # same length
     takeover_gaps_s: dict[str, float] = field(default_factory=dict)  # orphan -> dead-man gap
     latch_ids_kept: bool = False
     late_breach_stopped: bool = False
@@ -63,6 +73,9 @@ class FailoverRun:
             "false_stops": len(self.false_stops),
             "survivor_gap_max_ms": round(self.survivor_gap_max_ms, 1),
             "survivor_rx_gap_max_ms": round(max(self.survivor_rx_gaps_ms.values(), default=0), 1),
+            "survivor_floor_gap_max_ms": round(
+                max(self.survivor_floor_gaps_ms.values(), default=0), 1
+            ),
             "takeover_gap_max_s": round(self.takeover_max_s, 3),
             "latch_ids_kept": self.latch_ids_kept,
             "late_breach_stopped": self.late_breach_stopped,
@@ -166,8 +179,16 @@ def failover_run(bootstrap: str, prefix: str, work: Path) -> FailoverRun:
             run.moved_survivors[pid] = set(after)
         rx = sorted(t for t, _ in hb[pid] if window[0] < t < window[1])
         run.survivor_rx_gaps_ms[pid] = _max_gap_ms(rx)
-        run.survivor_gaps_ms[pid] = _max_gap_ms(
-            sorted(t for t in issued[pid] if window[0] < t < window[1])
+        gap, at = _worst_gap(sorted(t for t in issued[pid] if window[0] < t < window[1]))
+        run.survivor_gaps_ms[pid] = gap
+        run.survivor_worst_at_s[pid] = round(at - t_kill, 3)
+        floor = (t_kill - FLOOR_WINDOW_S, t_kill)
+        run.survivor_floor_gaps_ms[pid] = _max_gap_ms(
+            sorted(t for t in issued[pid] if floor[0] < t < floor[1])
+        )
+        regroup = (t_kill, t_kill + FLOOR_WINDOW_S)
+        run.survivor_regroup_gaps_ms[pid] = _max_gap_ms(
+            sorted(t for t in issued[pid] if regroup[0] < t < regroup[1])
         )
     for pid in run.orphans:
         last_victim = max(

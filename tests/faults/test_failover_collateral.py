@@ -12,10 +12,12 @@ import pytest
 
 from tests.faults.failoverkit import failover_run
 
-# Safety deadlines, not latency aims (docs/architecture.md states the bound, the bench
-# measures it): a loaded 2-core CI box runs 3 monitors, the simulator and the broker.
+# Deadlines, not latency aims (docs/architecture.md states the bound, the bench measures
+# the distribution): a loaded 2-core CI box runs 3 monitors, the simulator and the broker.
+# The survivors' gap is asserted as the issue asks; the failure message gives the floor
+# (their longest gap in the 4 s before the kill, same traffic) to tell host from monitor.
 TAKEOVER_DEADLINE_S = 8.0
-SURVIVOR_GAP_DEADLINE_MS = 300.0  # a robot's dead-man never trips below the stop limit
+SURVIVOR_GAP_DEADLINE_MS = 100.0  # issue: failover without collateral; aim p99 60 ms
 
 
 @pytest.mark.hazard("H-04")
@@ -31,7 +33,7 @@ def test_sigkill_of_the_busiest_instance_leaves_the_survivors_undisturbed(
     ]
     assert not stops, (s, stops)
     assert r.moved_survivors == {}, s
-    assert r.survivor_gap_max_ms <= SURVIVOR_GAP_DEADLINE_MS, s
+    assert r.survivor_gap_max_ms <= SURVIVOR_GAP_DEADLINE_MS, (s, r.survivor_worst_at_s)
     assert r.latch_ids_kept, s
     assert r.takeover_max_s <= TAKEOVER_DEADLINE_S, s
     assert r.late_breach_stopped, s
