@@ -60,10 +60,9 @@ from monitor.service.view import LoopView, loop_view
 log = logging.getLogger("telesafe.monitor")
 
 MAX_BATCH = 500  # records per poll: bounds how long timers wait behind one batch (~25 ms)
-# While a takeover is restored and caught up on: its leftovers are worked off in turns of
-# this many records (~8 ms of work; 10-25 ms on a loaded 2-core host), so this instance's
-# own procedures keep close to their 20 ms dead-man cadence (issue: failover without
-# collateral; bench/bench_failover.py measures it).
+# While a takeover is restored and caught up on, a turn takes this many records (~8 ms of
+# work; 10-25 ms on a loaded 2-core host), so this instance's own procedures keep close to
+# their 20 ms dead-man cadence (issue: failover without collateral; bench_failover.py).
 CATCH_UP_BATCH = 150
 POLL_CAP_S = 0.1  # never block longer: the stop flag and health are checked this often
 HOUSEKEEPING_NS = 250 * MS
