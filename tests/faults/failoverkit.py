@@ -40,6 +40,10 @@ class FailoverRun:
     survivors: dict[str, str] = field(default_factory=dict)  # procedure -> its owner
     moved_survivors: dict[str, set[str]] = field(default_factory=dict)
     false_stops: list[dict[str, Any]] = field(default_factory=list)
+    # Silence stops of healthy procedures that the channel justified: at the breach instant
+    # the site's last heartbeat *at the broker* (append time) was over the stop limit old,
+    # i.e. the simulator on this loaded host did not send; not the monitor's doing.
+    channel_stops: list[dict[str, Any]] = field(default_factory=list)
     # Longest gap between a survivor procedure's monitor_heartbeats around the failover, by
     # the monitor's own issued_at (what it sent), and as this test's consumer received them
     # (an upper bound: the test process also runs the simulator).
@@ -71,6 +75,7 @@ class FailoverRun:
             "survivor_procedures": len(self.survivors),
             "moved_survivors": len(self.moved_survivors),
             "false_stops": len(self.false_stops),
+            "channel_stops": len(self.channel_stops),
             "survivor_gap_max_ms": round(self.survivor_gap_max_ms, 1),
             "survivor_rx_gap_max_ms": round(max(self.survivor_rx_gaps_ms.values(), default=0), 1),
             "survivor_floor_gap_max_ms": round(
@@ -100,6 +105,63 @@ def _beats(watch: TopicWatcher) -> list[dict[str, Any]]:
             v["_t"] = s.received_at
             out.append(v)
     return out
+
+
+def heartbeat_append_times(
+    bootstrap: str, prefix: str, pids: set[str]
+) -> dict[tuple[str, str], list[int]]:
+    """Broker append times (ms) of the heartbeats of these procedures, by (procedure, site),
+    read back from the telemetry topics."""
+    import confluent_kafka as ck
+
+    t = Topics(prefix)
+    sites = {t.telemetry_console: "console", t.telemetry_robot: "robot"}
+    c = ck.Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{prefix}readback",
+            "enable.auto.commit": False,
+        }
+    )
+    out: dict[tuple[str, str], list[int]] = defaultdict(list)
+    try:
+        tps = []
+        for topic in sites:
+            md = c.list_topics(topic, timeout=10).topics[topic]
+            tps += [ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in md.partitions]
+        c.assign(tps)
+        ends = {(tp.topic, tp.partition): c.get_watermark_offsets(tp, 10)[1] for tp in tps}
+        done = {k for k, hi in ends.items() if hi <= 0}
+        deadline = time.monotonic() + 60
+        want = {p.encode() for p in pids}
+        while len(done) < len(tps) and time.monotonic() < deadline:
+            for m in c.consume(10_000, 0.5):
+                if m.error():
+                    continue
+                k = (m.topic(), m.partition())
+                if m.offset() + 1 >= ends[k]:
+                    done.add(k)
+                if m.key() in want and b'"heartbeat"' in (m.value() or b""):
+                    out[m.key().decode(), sites[m.topic()]].append(m.timestamp()[1])
+    finally:
+        c.close()
+    for ts in out.values():
+        ts.sort()
+    return out
+
+
+def channel_silent(stop: dict[str, Any], appended: dict[tuple[str, str], list[int]]) -> bool:
+    """A heartbeat-silence stop whose site really was silent at the broker: before the
+    stop (by the stop limit, 10 ms of slack) the site's heartbeats were once further apart
+    in append time than the limit. The monitor had to stop then, however late it decided
+    (one command per episode: this is that stop)."""
+    if stop.get("policy", {}).get("rule") != "heartbeat_silence":
+        return False
+    site = str(stop.get("reason", "")).split(" ", 1)[0]
+    limit = float(stop.get("threshold", 300))
+    ts = appended.get((stop["procedure_id"], site), [])
+    latest_start = stop["issued_at"] / 1e6 - limit + 10
+    return any(b - a > limit and a <= latest_start for a, b in itertools.pairwise(ts))
 
 
 def failover_run(bootstrap: str, prefix: str, work: Path) -> FailoverRun:
@@ -199,11 +261,18 @@ def failover_run(bootstrap: str, prefix: str, work: Path) -> FailoverRun:
         )
         run.takeover_gaps_s[pid] = first_new - last_victim
     unlatched = set(ids) - latched
-    run.false_stops = [
+    unexpected = [
         v
         for v in beats
         if v.get("type") == "safe_stop" and v["procedure_id"] in unlatched and v["_t"] < t_breach
     ]
+    if unexpected:
+        appended = heartbeat_append_times(
+            bootstrap, prefix, {v["procedure_id"] for v in unexpected}
+        )
+        for v in unexpected:
+            kind = run.channel_stops if channel_silent(v, appended) else run.false_stops
+            kind.append(v)
     after_kill = [
         v
         for v in beats
