@@ -40,9 +40,9 @@ class FailoverRun:
     survivors: dict[str, str] = field(default_factory=dict)  # procedure -> its owner
     moved_survivors: dict[str, set[str]] = field(default_factory=dict)
     false_stops: list[dict[str, Any]] = field(default_factory=list)
-    # Silence stops of healthy procedures that the channel justified: at the breach instant
-    # the site's last heartbeat *at the broker* (append time) was over the stop limit old,
-    # i.e. the simulator on this loaded host did not send; not the monitor's doing.
+    # Silence stops of healthy procedures that the channel justified: before the stop, the
+    # site's heartbeats were once further apart *at the broker* (append time) than the stop
+    # limit (the simulator on this loaded host did not send); not the monitor's doing.
     channel_stops: list[dict[str, Any]] = field(default_factory=list)
     # Longest gap between a survivor procedure's monitor_heartbeats around the failover, by
     # the monitor's own issued_at (what it sent), and as this test's consumer received them
