@@ -372,38 +372,12 @@ def run_loadgen(
 def broker_gaps(bootstrap: str, prefix: str, pids: list[str]) -> dict[str, float]:
     """Read the telemetry topics back (after the step): per procedure in `pids`, the
     largest gap in broker append time between consecutive heartbeats of one site, ms."""
-    t = Topics(prefix)
-    c = ck.Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"{prefix}gaps", "enable.auto.commit": False}
-    )
-    want = {p.encode() for p in pids}
-    seen: dict[tuple[bytes, str], list[int]] = defaultdict(list)
-    try:
-        tps = []
-        for topic in (t.telemetry_console, t.telemetry_robot):
-            md = c.list_topics(topic, timeout=10).topics[topic]
-            tps += [ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in md.partitions]
-        c.assign(tps)
-        ends = {(tp.topic, tp.partition): c.get_watermark_offsets(tp, 10)[1] for tp in tps}
-        done: set[tuple[str, int]] = {k for k, hi in ends.items() if hi <= 0}
-        deadline = time.monotonic() + 120
-        while len(done) < len(tps) and time.monotonic() < deadline:
-            for m in c.consume(10_000, 0.5):
-                if m.error():
-                    continue
-                k = (m.topic(), m.partition())
-                if m.offset() + 1 >= ends[k]:
-                    done.add(k)
-                v = m.value() or b""
-                if m.key() in want and b'"heartbeat"' in v:
-                    seen[m.key(), m.topic()].append(m.timestamp()[1])
-    finally:
-        c.close()
+    from tests.faults.failoverkit import heartbeat_append_times
+
     out: dict[str, float] = {}
-    for (key, _topic), ts in seen.items():
-        ts.sort()
+    for (pid, _site), ts in heartbeat_append_times(bootstrap, prefix, set(pids)).items():
         gap = max((b - a for a, b in itertools.pairwise(ts)), default=0)
-        out[key.decode()] = max(out.get(key.decode(), 0.0), float(gap))
+        out[pid] = max(out.get(pid, 0.0), float(gap))
     return out
 
 
