@@ -371,7 +371,7 @@ def run_loadgen(
 
 def broker_gaps(bootstrap: str, prefix: str, pids: list[str]) -> dict[str, float]:
     """Read the telemetry topics back (after the step): per procedure in `pids`, the
-    largest gap in broker append time between consecutive heartbeats of one site, ms."""
+    largest gap in broker append time between consecutive fresh heartbeats of one site, ms."""
     from tests.faults.failoverkit import heartbeat_append_times
 
     out: dict[str, float] = {}

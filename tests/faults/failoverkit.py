@@ -31,6 +31,7 @@ DURATION_S = KILL_AT_S + BREACH_AFTER_S + 4.0
 # first breach at 5 s inside it), beside the same length after it (regroup, takeover,
 # the orphans' catch-up).
 FLOOR_WINDOW_S = 4.0
+STALE_MS = 500  # ICD §7: an older heartbeat is no evidence of liveness
 
 
 @dataclass
@@ -110,8 +111,10 @@ def _beats(watch: TopicWatcher) -> list[dict[str, Any]]:
 def heartbeat_append_times(
     bootstrap: str, prefix: str, pids: set[str]
 ) -> dict[tuple[str, str], list[int]]:
-    """Broker append times (ms) of the heartbeats of these procedures, by (procedure, site),
-    read back from the telemetry topics."""
+    """Broker append times (ms) of the *fresh* heartbeats of these procedures (at most
+    STALE_MS between the site's `sent_at` and the append: ICD §7's evidence of liveness),
+    by (procedure, site), read back from the telemetry topics. A heartbeat the site's
+    producer held back longer is no evidence, for the monitor or here."""
     import confluent_kafka as ck
 
     t = Topics(prefix)
@@ -142,7 +145,11 @@ def heartbeat_append_times(
                 if m.offset() + 1 >= ends[k]:
                     done.add(k)
                 if m.key() in want and b'"heartbeat"' in (m.value() or b""):
-                    out[m.key().decode(), sites[m.topic()]].append(m.timestamp()[1])
+                    appended = m.timestamp()[1]
+                    with contextlib.suppress(ValueError, TypeError, KeyError):
+                        sent_ms = json.loads(m.value() or b"")["sent_at"] / 1e6
+                        if appended - sent_ms <= STALE_MS:
+                            out[m.key().decode(), sites[m.topic()]].append(appended)
     finally:
         c.close()
     for ts in out.values():
