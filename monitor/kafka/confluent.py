@@ -31,17 +31,17 @@ from monitor.kafka.api import (
     TransportError,
     TransportFatal,
 )
+from monitor.kafka.freshness import MarkCover
 from monitor.kafka.profiles import AclGrant, Role, confluent_config
 from monitor.kafka.settings import KafkaSettings
 
 log = logging.getLogger("telesafe.kafka")
 
-# After a partition is (re)assigned or resumed, librdkafka's cached high watermark is as of
-# the last fetch before it, until the broker thread fetches the partition again: within a
-# fetch round (fetch.wait.max.ms) while it fetches other partitions, but up to ~0.5 s when
-# it had nothing to fetch (measured; tests/integration/test_watermark_freshness.py). The
-# cache is trusted again when its value changes (a fetch answered), or after this long.
-HW_TRUST_AFTER_NS = 1_000_000_000
+# How often the end offsets of the assigned partitions are asked for (monitor/kafka/
+# freshness.py): a deadline can be seen to pass this much (plus a round trip) after it.
+# One ListOffsets request for all of them: ~65 us of CPU each here, 1.3 % of a core.
+PROBE_EVERY_NS = 5_000_000
+PROBE_TIMEOUT_S = 1.0
 _LOG_APPEND = ck.TIMESTAMP_LOG_APPEND_TIME
 # Errors that only say "a broker connection went away and will be retried": not news.
 _QUIET = {ck.KafkaError._TRANSPORT, ck.KafkaError._ALL_BROKERS_DOWN, ck.KafkaError._RESOLVE}
@@ -115,12 +115,11 @@ class ConfluentConsumer:
         self._co_topics: list[str] = []
         self._driver: list[str] = []
         self._rejoin_at: float | None = None
-        # Partitions whose cached high watermark may not be as of now: paused (not fetched),
-        # or (re)assigned or resumed and not fetched since: the cache still holds what the
-        # last fetch before said (seconds old for a partition owned before a rebalance).
-        # For the latter: the cached value then, and when to trust it anyway.
-        self._paused: set[TopicPartition] = set()
-        self._refetch: dict[TopicPartition, tuple[int | None, int]] = {}
+        self._settings = settings
+        self._paused: set[TopicPartition] = set()  # not fetched: no cached mark is current
+        self._assigned: frozenset[TopicPartition] = frozenset()  # what the probe asks about
+        self._cover = MarkCover()
+        self._probe: _EndOffsetProbe | None = None  # started by the first high_watermark()
 
     # -- group membership ------------------------------------------------------------
 
@@ -164,7 +163,7 @@ class ConfluentConsumer:
             else:
                 consumer.assign(parts)
             self._paused.difference_update(tps)
-            self._refetching(tps)
+            self._assigned = self._assigned | set(tps)
         except BaseException as exc:  # never let an exception die inside librdkafka
             self._callback_error = exc
 
@@ -193,6 +192,7 @@ class ConfluentConsumer:
             self._unassign(consumer, parts)
 
     def _unassign(self, consumer: ck.Consumer, parts: list[ck.TopicPartition]) -> None:
+        self._assigned = self._assigned - {_tp(p) for p in parts}
         try:
             if self.incremental:
                 consumer.incremental_unassign(parts)
@@ -208,7 +208,7 @@ class ConfluentConsumer:
         ]
         self._c.assign(parts)
         self._paused.clear()
-        self._refetching(list(offsets))
+        self._assigned = frozenset(offsets)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -290,13 +290,6 @@ class ConfluentConsumer:
         if partitions:
             self._c.resume([ck.TopicPartition(t, p) for t, p in partitions])
             self._paused.difference_update(partitions)
-            self._refetching(partitions)
-
-    def _refetching(self, partitions: Sequence[TopicPartition]) -> None:
-        until = time.monotonic_ns() + HW_TRUST_AFTER_NS
-        for tp in partitions:
-            marks = self.watermarks(tp, 0.0, cached=True)
-            self._refetch[tp] = (None if marks is None else marks[1], until)
 
     # -- offsets -----------------------------------------------------------------------
 
@@ -337,28 +330,16 @@ class ConfluentConsumer:
         return out
 
     def high_watermark(self, partition: TopicPartition) -> tuple[int, int] | None:
-        # librdkafka refreshes its cached high watermark from every fetch response, and its
-        # fetcher keeps one fetch in flight per broker (fetch.wait.max.ms 10) until the
-        # prefetch queue is full; the application reaches that offset only after draining
-        # the queue, by when fetching has resumed. So the cache is as of "now", give or
-        # take one fetch round.
-        # Not so for a partition that was not being fetched: paused, or (re)assigned or
-        # resumed and not fetched since. Its cache holds what the last fetch before said (a
-        # partition this member owned before a rebalance: seconds old), which made a
-        # takeover's backlog look caught up; unknown until a fetch has answered.
+        # librdkafka refreshes its cached high watermark from every fetch response, but says
+        # nothing of its age: seconds old for a partition paused, just (re)assigned or
+        # resumed, or whose fetches stalled (monitor/kafka/freshness.py). It vouches only as
+        # of the last broker answer it covers; a paused partition's not at all.
+        if self._probe is None:
+            self._probe = _EndOffsetProbe(self._settings, self._cfg.get("group.id"), self)
         if partition in self._paused:
             return None
-        now = time.monotonic_ns()
         marks = self.watermarks(partition, 0.0, cached=True)
-        if marks is None:
-            return None
-        refetch = self._refetch.get(partition)
-        if refetch is not None:
-            before, trust_at = refetch
-            if marks[1] == before and now < trust_at:
-                return None
-            del self._refetch[partition]
-        return marks[1], now
+        return self._cover.vouch(partition, None if marks is None else marks[1])
 
     def watermarks(
         self, partition: TopicPartition, timeout_s: float, cached: bool = False
@@ -391,10 +372,62 @@ class ConfluentConsumer:
         return sorted(t.partitions)
 
     def close(self, timeout_s: float = 5.0) -> None:
+        if self._probe is not None:
+            self._probe.stop()
         # close() can hang on an unhealthy cluster (confluent-kafka-python#1667): bounded.
         th = threading.Thread(target=self._c.close, name="kafka-consumer-close", daemon=True)
         th.start()
         th.join(timeout_s)
+
+
+class _EndOffsetProbe:
+    """Asks the broker for the end offsets of a consumer's assigned partitions every
+    PROBE_EVERY_NS, on a thread and a group-less client of its own (one ListOffsets request
+    for all of them; the loop never waits on it), and reports each answer with the instant
+    it was asked to the consumer's `MarkCover`. A broker that does not answer leaves the
+    last answers standing: the monitor is then heard only up to them (deaf, not silent)."""
+
+    def __init__(self, settings: KafkaSettings, group: str | None, owner: ConfluentConsumer):
+        cfg = confluent_config(
+            settings,
+            "reader",
+            **{"client.id": "telesafe-marks", "group.id": group or "telesafe-marks"},
+        )
+        cfg["logger"] = log
+        cfg["error_cb"] = lambda err: log.debug("end-offset probe: %s", err.str())
+        self._c = ck.Consumer(cfg)
+        self._owner = owner
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="telesafe-marks", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        cover = self._owner._cover
+        nxt = time.monotonic_ns()
+        while not self._stop.wait(max(0.0, (nxt - time.monotonic_ns()) / 1e9)):
+            asked = time.monotonic_ns()
+            nxt = asked + PROBE_EVERY_NS
+            tps = self._owner._assigned
+            if not tps:
+                continue
+            try:  # a timestamp of -1 asks for the end offset (ListOffsets LATEST)
+                got = self._c.offsets_for_times(
+                    [ck.TopicPartition(t, p, -1) for t, p in tps], PROBE_TIMEOUT_S
+                )
+            except ck.KafkaException as exc:
+                log.debug("end offsets not refreshed: %s", exc)
+                nxt = asked + 10 * PROBE_EVERY_NS
+                continue
+            for p in got:
+                if p.error is None and p.offset >= 0:
+                    cover.answered(_tp(p), p.offset, asked)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        th = threading.Thread(target=self._c.close, name="kafka-marks-close", daemon=True)
+        th.start()
+        th.join(2.0)
 
 
 class ConfluentProducer:

@@ -42,6 +42,7 @@ from monitor.kafka.api import (
     TopicSpec,
     TransportError,
 )
+from monitor.kafka.freshness import MarkCover
 from monitor.kafka.partitioner import MemoPartitioner
 from monitor.kafka.profiles import AclGrant, Role, kafka_python_config
 from monitor.kafka.settings import KafkaSettings
@@ -93,9 +94,8 @@ class KafkaPythonConsumer:
         self._topics: list[str] = []
         self._subscribed_mono = time.monotonic()
         self._ends: dict[TopicPartition, tuple[int, float]] = {}
-        self._fresh: dict[TopicPartition, tuple[int, int]] = {}  # (end offset, asked at)
+        self._cover = MarkCover()  # broker answers: how far the cached mark vouches
         self._fresh_asked = 0
-        self._covers: dict[TopicPartition, int] = {}  # the cached mark holds as of this
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
         self._listener = listener
@@ -253,9 +253,9 @@ class KafkaPythonConsumer:
         # response, which may have sat in its buffer for hundreds of ms while the monitor
         # was slow; taken as "now", a monitor 300 ms behind looked caught up and stopped
         # healthy procedures (bench_backends, 100 procedures). So the broker is asked too
-        # (one ListOffsets round for every assigned partition, at most every 10 ms), and
-        # the cached mark vouches only as of the last answer it covered: every record
-        # appended before that answer was asked for lies below it.
+        # (one ListOffsets round for every assigned partition, at most every 10 ms, on the
+        # loop thread: kafka-python's client is not shared across threads) and the cached
+        # mark vouches only as of the last answer it covers (monitor/kafka/freshness.py).
         now = time.monotonic_ns()
         if now - self._fresh_asked >= _FRESH_EVERY_NS:
             self._fresh_asked = now
@@ -267,18 +267,12 @@ class KafkaPythonConsumer:
                 ends = {}
             for k, end in ends.items():
                 if end is not None:
-                    self._fresh[_tp(k)] = (int(end), now)
-        fresh = self._fresh.get(partition)
+                    self._cover.answered(_tp(k), int(end), now)
         try:
             cached = self._c.highwater(KTP(*partition))
         except Exception:  # not (or no longer) assigned
             cached = None
-        if cached is None:
-            return fresh  # nothing fetched yet (an idle partition): the broker's answer
-        if fresh is not None and fresh[0] <= cached:
-            self._covers[partition] = max(self._covers.get(partition, 0), fresh[1])
-        covers = self._covers.get(partition)
-        return None if covers is None else (int(cached), covers)
+        return self._cover.vouch(partition, None if cached is None else int(cached))
 
     def position(self, partition: TopicPartition) -> int | None:
         try:

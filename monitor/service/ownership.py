@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from monitor.engine.clock import Clock, Instant
@@ -31,7 +31,7 @@ from monitor.kafka import (
     TransportError,
 )
 from monitor.kafka.reading import read_to_end
-from monitor.service.timekeeping import NS_PER_MS, PartitionTime
+from monitor.service.timekeeping import NS_PER_MS, PartitionTime, timer_wake
 
 log = logging.getLogger("telesafe.ownership")
 
@@ -234,6 +234,14 @@ class Ownership:
                 if not shard.paused:
                     resume += shard.time.heard
         return batches, resume
+
+    def timer_wakes(self) -> Iterator[int | None]:
+        """When each shard's timers want the loop next (`timer_wake`); a shard behind is
+        woken by its records, not its timers."""
+        h = self.heard_mono
+        for s in self.shards.values():
+            if not s.time.behind:
+                yield timer_wake(s.engine.next_deadline(), s.time.horizon(h), h)
 
     def busy(self) -> bool:
         """A shard is restoring, draining or catching up on a taken-over backlog."""

@@ -208,11 +208,7 @@ class MonitorService:
     def step(self) -> None:
         """One turn of the loop (tests drive it directly with a fake clock and transport)."""
         shards = self.ownership.shards
-        wake = wake_at(
-            (s.engine.next_deadline() for s in shards.values() if not s.time.behind),
-            self.heartbeats.due_ns,
-            self._next_house,
-        )
+        wake = wake_at(self.ownership.timer_wakes(), self.heartbeats.due_ns, self._next_house)
         started = self.clock.now()
         timeout_s = poll_timeout_s(wake, started.mono_ns, POLL_CAP_S)
         own = self.ownership

@@ -60,3 +60,55 @@ def test_a_paused_or_just_resumed_partition_is_never_reported_caught_up_on_a_sta
     finally:
         consumer.close(2.0)
         producer.close(2.0)
+
+
+def test_a_fetcher_that_stopped_without_the_monitor_knowing_never_vouches_for_the_present(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """librdkafka's fetcher can stop for reasons the monitor is never told (seen on a
+    loaded host: 4 s without a fetch for a new topic while the loop kept polling; the
+    monitor took its own deafness for silence and stopped five healthy procedures). Here
+    the fetcher is stopped behind the wrapper's back (librdkafka's own pause): records
+    acknowledged after that must never count as heard. Fails on a client that vouches for
+    its cached mark as of "now"."""
+    import confluent_kafka as ck
+
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+    tp = TopicPartition(Topics(topic_prefix).telemetry_robot, partition_for(b"k", 6))
+    producer = open_producer(settings, "tool", "hw-test")
+    consumer = open_consumer(settings, "monitor", "hw-test", group_id=f"hw-{uuid.uuid4().hex[:6]}")
+    try:
+        for i in range(20):
+            producer.deliver(tp.topic, b"k", b"%d" % i)
+        consumer.assign({tp: 0})
+        got, answered = 0, None
+        deadline = time.monotonic() + 20
+        while (got < 20 or answered is None) and time.monotonic() < deadline:
+            got += len(consumer.poll(0.05, 500))
+            answered = consumer.high_watermark(tp)
+        assert got == 20 and answered is not None and answered[0] == 20, (got, answered)
+        consumer._c.pause([ck.TopicPartition(*tp)])  # type: ignore[attr-defined]
+        time.sleep(0.3)
+        for i in range(30):
+            producer.deliver(tp.topic, b"k", b"%d" % i)
+        acked = time.monotonic_ns()
+        answers = []
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            consumer.poll(0.01, 500)
+            answers.append(consumer.high_watermark(tp))
+        vouched = [a for a in answers if a is not None and a[1] >= acked]
+        assert vouched == [], vouched[:3]
+        consumer._c.resume([ck.TopicPartition(*tp)])  # type: ignore[attr-defined]
+        end = time.monotonic() + 5.0
+        while time.monotonic() < end and got < 50:
+            got += len(consumer.poll(0.05, 500))
+        end = time.monotonic() + 2.0
+        last = None
+        while time.monotonic() < end and (last is None or last[1] < acked):
+            consumer.poll(0.01, 500)
+            last = consumer.high_watermark(tp)
+        assert got == 50 and last is not None and last == (50, last[1]) and last[1] > acked
+    finally:
+        consumer.close(2.0)
+        producer.close(2.0)

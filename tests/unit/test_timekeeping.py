@@ -6,11 +6,14 @@ from __future__ import annotations
 from monitor.engine.clock import MS, FakeClock
 from monitor.kafka.api import TopicPartition
 from monitor.service.commits import AuditedOffsets, AuditPositions
+from monitor.kafka.freshness import MarkCover
 from monitor.service.timekeeping import (
+    TIMER_RETRY_NS,
     PartitionTime,
     next_beat,
     poll_timeout_s,
     stamp,
+    timer_wake,
     wake_at,
 )
 
@@ -103,6 +106,28 @@ def test_wake_and_poll_timeout() -> None:
     assert poll_timeout_s(1_300 * MS, 1_000 * MS, 0.1) == 0.1
     assert poll_timeout_s(1_020 * MS, 1_000 * MS, 0.1) == 0.02
     assert poll_timeout_s(900 * MS, 1_000 * MS, 0.1) == 0.0
+
+
+def test_a_timer_due_but_not_yet_heard_past_is_retried_shortly_not_spun_on() -> None:
+    assert timer_wake(None, 0, 1_000 * MS) is None
+    assert timer_wake(1_050 * MS, 990 * MS, 1_000 * MS) == 1_050 * MS  # not due yet
+    assert timer_wake(995 * MS, 998 * MS, 1_000 * MS) == 995 * MS  # heard past it: fire
+    # due, but heard only up to 990 ms: look again shortly (the mark's next answer)
+    assert timer_wake(995 * MS, 990 * MS, 1_000 * MS) == 1_000 * MS + TIMER_RETRY_NS
+
+
+def test_a_cached_mark_vouches_only_as_of_the_broker_answer_it_covers() -> None:
+    cover = MarkCover()
+    assert cover.vouch(ROBOT, 10) is None  # no answer yet: not as of any instant
+    cover.answered(ROBOT, 10, 1_000)
+    assert cover.vouch(ROBOT, None) == (10, 1_000)  # nothing cached: the answer itself
+    assert cover.vouch(ROBOT, 10) == (10, 1_000)
+    cover.answered(ROBOT, 14, 2_000)  # appended since: the cache has not fetched them
+    assert cover.vouch(ROBOT, 10) == (10, 1_000)  # still only as of the covered answer
+    assert cover.vouch(ROBOT, 14) == (14, 2_000)
+    cover.answered(ROBOT, 20, 3_000)
+    assert cover.vouch(ROBOT, 14) == (14, 2_000)  # a fetcher stuck at 14 vouches no further
+    assert cover.vouch(CONSOLE, 5) is None
 
 
 def test_heartbeat_cadence_never_bursts_after_a_stall() -> None:

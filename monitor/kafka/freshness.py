@@ -1,0 +1,50 @@
+"""How far a client's cached high watermark vouches: the instant it holds as of.
+
+The monitor's loop treats a topic-partition as heard up to an instant once it has processed
+everything the broker held then (`PartitionTime.settle`). Both clients cache the high
+watermark from their fetch responses, and neither says how old the cache is. It can be
+seconds old while the loop keeps polling: a paused or just (re)assigned partition, a fetch
+that errors and backs off, a broker that restarts, a fetcher librdkafka holds back (seen: 4 s
+without a fetch for a freshly created topic on a loaded host, the monitor taking its own
+deafness for silence and stopping five healthy procedures). Taken as "now", such a cache
+turns the monitor's deafness into site silence.
+
+So each client also asks the broker for the end offsets of its assigned partitions on a
+short cadence, and the cached mark vouches only as of the last answer it covers: an answer
+asked at T with end offset E means every record appended before T has an offset below E; a
+cached mark >= E therefore counts every such record. The price is the cadence (plus one
+round trip) added to how late a deadline can be seen to have passed.
+"""
+
+from __future__ import annotations
+
+from monitor.kafka.api import TopicPartition
+
+
+class MarkCover:
+    """Broker answers (end offset, monotonic ns when asked) and what they let a cached
+    high watermark vouch for. Written by whoever asks (any thread: one dict store per
+    answer), read by the loop thread."""
+
+    __slots__ = ("_answers", "_covers")
+
+    def __init__(self) -> None:
+        self._answers: dict[TopicPartition, tuple[int, int]] = {}
+        self._covers: dict[TopicPartition, int] = {}
+
+    def answered(self, tp: TopicPartition, end_offset: int, asked_mono: int) -> None:
+        """The broker said `end_offset` for `tp` to a request sent at `asked_mono`.
+        Precondition: answers of one partition are reported in the order they were asked."""
+        self._answers[tp] = (end_offset, asked_mono)
+
+    def vouch(self, tp: TopicPartition, cached: int | None) -> tuple[int, int] | None:
+        """(cached high watermark, the monotonic ns it holds as of), or None while no answer
+        is covered yet. Nothing cached yet (no fetch answered): the broker's last answer
+        itself, which holds as of when it was asked."""
+        answer = self._answers.get(tp)
+        if cached is None:
+            return answer
+        if answer is not None and answer[0] <= cached and answer[1] > self._covers.get(tp, 0):
+            self._covers[tp] = answer[1]
+        covers = self._covers.get(tp)
+        return None if covers is None else (cached, covers)
