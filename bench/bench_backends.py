@@ -372,7 +372,7 @@ def run_loadgen(
 def broker_gaps(bootstrap: str, prefix: str, pids: list[str]) -> dict[str, float]:
     """Read the telemetry topics back (after the step): per procedure in `pids`, the
     largest gap in broker append time between consecutive fresh heartbeats of one site, ms."""
-    from tests.faults.failoverkit import heartbeat_append_times
+    from tests.faults.channelkit import heartbeat_append_times
 
     out: dict[str, float] = {}
     for (pid, _site), ts in heartbeat_append_times(bootstrap, prefix, set(pids)).items():

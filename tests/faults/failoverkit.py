@@ -20,6 +20,7 @@ from monitor.icd.topics import Topics
 from monitor.kafka.settings import KafkaSettings
 from monitor.sim.faults import parse_spec
 from monitor.sim.runner import SimConfig, Simulation
+from tests.faults.channelkit import channel_silent, heartbeat_append_times
 from tests.integration.monitorkit import TopicWatcher, run_monitor
 
 N_PROCS = 12
@@ -31,7 +32,6 @@ DURATION_S = KILL_AT_S + BREACH_AFTER_S + 4.0
 # first breach at 5 s inside it), beside the same length after it (regroup, takeover,
 # the orphans' catch-up).
 FLOOR_WINDOW_S = 4.0
-STALE_MS = 500  # ICD §7: an older heartbeat is no evidence of liveness
 
 
 @dataclass
@@ -106,69 +106,6 @@ def _beats(watch: TopicWatcher) -> list[dict[str, Any]]:
             v["_t"] = s.received_at
             out.append(v)
     return out
-
-
-def heartbeat_append_times(
-    bootstrap: str, prefix: str, pids: set[str]
-) -> dict[tuple[str, str], list[int]]:
-    """Broker append times (ms) of the *fresh* heartbeats of these procedures (at most
-    STALE_MS between the site's `sent_at` and the append: ICD §7's evidence of liveness),
-    by (procedure, site), read back from the telemetry topics. A heartbeat the site's
-    producer held back longer is no evidence, for the monitor or here."""
-    import confluent_kafka as ck
-
-    t = Topics(prefix)
-    sites = {t.telemetry_console: "console", t.telemetry_robot: "robot"}
-    c = ck.Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"{prefix}readback",
-            "enable.auto.commit": False,
-        }
-    )
-    out: dict[tuple[str, str], list[int]] = defaultdict(list)
-    try:
-        tps = []
-        for topic in sites:
-            md = c.list_topics(topic, timeout=10).topics[topic]
-            tps += [ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in md.partitions]
-        c.assign(tps)
-        ends = {(tp.topic, tp.partition): c.get_watermark_offsets(tp, 10)[1] for tp in tps}
-        done = {k for k, hi in ends.items() if hi <= 0}
-        deadline = time.monotonic() + 60
-        want = {p.encode() for p in pids}
-        while len(done) < len(tps) and time.monotonic() < deadline:
-            for m in c.consume(10_000, 0.5):
-                if m.error():
-                    continue
-                k = (m.topic(), m.partition())
-                if m.offset() + 1 >= ends[k]:
-                    done.add(k)
-                if m.key() in want and b'"heartbeat"' in (m.value() or b""):
-                    appended = m.timestamp()[1]
-                    with contextlib.suppress(ValueError, TypeError, KeyError):
-                        sent_ms = json.loads(m.value() or b"")["sent_at"] / 1e6
-                        if appended - sent_ms <= STALE_MS:
-                            out[m.key().decode(), sites[m.topic()]].append(appended)
-    finally:
-        c.close()
-    for ts in out.values():
-        ts.sort()
-    return out
-
-
-def channel_silent(stop: dict[str, Any], appended: dict[tuple[str, str], list[int]]) -> bool:
-    """A heartbeat-silence stop whose site really was silent at the broker: before the
-    stop (by the stop limit, 10 ms of slack) the site's heartbeats were once further apart
-    in append time than the limit. The monitor had to stop then, however late it decided
-    (one command per episode: this is that stop)."""
-    if stop.get("policy", {}).get("rule") != "heartbeat_silence":
-        return False
-    site = str(stop.get("reason", "")).split(" ", 1)[0]
-    limit = float(stop.get("threshold", 300))
-    ts = appended.get((stop["procedure_id"], site), [])
-    latest_start = stop["issued_at"] / 1e6 - limit + 10
-    return any(b - a > limit and a <= latest_start for a, b in itertools.pairwise(ts))
 
 
 def failover_run(bootstrap: str, prefix: str, work: Path) -> FailoverRun:

@@ -105,7 +105,20 @@ def test_broker_restart_keeps_latches_and_supervision(
             # Supervision works after the restart: a new procedure, then a heartbeat loss.
             fresh = SiteDriver(bootstrap, "", "BR-AFTER")
             try:
-                armed(fresh, obs, timeout=60)
+                fresh.procedure_start()
+                fresh.start()
+                fresh.flush()
+                if not wait_status(obs, "BR-AFTER", "armed", 60):
+                    sent = [
+                        (r["type"], r["seq"])
+                        for t in (topics.telemetry_robot, topics.telemetry_console)
+                        for r in read_topic(bootstrap, t)
+                        if r.get("procedure_id") == "BR-AFTER"
+                    ]
+                    raise AssertionError(
+                        f"BR-AFTER never armed: {statuses(obs, 'BR-AFTER')[-5:]}; at the broker "
+                        f"{len(sent)} of its records, the first {sent[:3]}\n{mon.log()[-6000:]}"
+                    )
                 fresh.pause("robot")
                 assert obs.wait_for(lambda: safe_stops(obs, "BR-AFTER"), SAFE_STOP_DEADLINE_S), (
                     f"no safe-stop after the restart:\n{mon.log()[-3000:]}"
