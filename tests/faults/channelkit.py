@@ -17,13 +17,20 @@ from typing import Any
 from monitor.icd.topics import Topics
 
 STALE_MS = 500  # ICD §7: an older heartbeat is no evidence of liveness
+# A record's LogAppendTime is taken when the broker validates its batch, before the
+# append makes it visible to consumers and to ListOffsets: on this loaded host up to tens of
+# ms earlier (seen: a heartbeat stamped 19 ms before a stop the monitor rightly decided, as
+# nothing had been visible for 300 ms). So a site's gap at the broker may look this much
+# shorter than the silence any consumer could see.
+VISIBILITY_SLACK_MS = 50
 
 
 def heartbeat_append_times(
     bootstrap: str, prefix: str, pids: set[str]
 ) -> dict[tuple[str, str], list[int]]:
     """Broker append times (ms) of the *fresh* heartbeats of these procedures (at most
-    STALE_MS between the site's `sent_at` and the append: ICD §7's evidence of liveness),
+    STALE_MS between the site's `sent_at` and the append: ICD §7's evidence of liveness;
+    less VISIBILITY_SLACK_MS, as the monitor may only see the record that much later),
     by (procedure, site), read back from the telemetry topics. A heartbeat the site's
     producer held back longer is no evidence, for the monitor or here."""
     import confluent_kafka as ck
@@ -59,21 +66,13 @@ def heartbeat_append_times(
                     appended = m.timestamp()[1]
                     with contextlib.suppress(ValueError, TypeError, KeyError):
                         sent_ms = json.loads(m.value() or b"")["sent_at"] / 1e6
-                        if appended - sent_ms <= STALE_MS:
+                        if appended - sent_ms <= STALE_MS - VISIBILITY_SLACK_MS:
                             out[m.key().decode(), sites[m.topic()]].append(appended)
     finally:
         c.close()
     for ts in out.values():
         ts.sort()
     return out
-
-
-# A record's LogAppendTime is taken when the broker validates its batch, before the
-# append makes it visible to consumers and to ListOffsets: on this loaded host up to tens of
-# ms earlier (seen: a heartbeat stamped 19 ms before a stop the monitor rightly decided, as
-# nothing had been visible for 300 ms). So a site's gap at the broker may look this much
-# shorter than the silence any consumer could see.
-VISIBILITY_SLACK_MS = 50
 
 
 def channel_silent(stop: dict[str, Any], appended: dict[tuple[str, str], list[int]]) -> bool:

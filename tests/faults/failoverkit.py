@@ -214,7 +214,7 @@ def failover_run(bootstrap: str, prefix: str, work: Path) -> FailoverRun:
         appended = heartbeat_append_times(
             bootstrap, prefix, {v["procedure_id"] for v in unexpected}
         )
-        for v in unexpected:
+        for v in {v["command_id"]: v for v in reversed(unexpected)}.values():  # first sends
             kind = run.channel_stops if channel_silent(v, appended) else run.false_stops
             kind.append(v)
     after_kill = [
@@ -225,7 +225,9 @@ def failover_run(bootstrap: str, prefix: str, work: Path) -> FailoverRun:
     run.latch_ids_kept = all(
         v["command_id"] == before.get(v["procedure_id"]) for v in after_kill
     ) and all((hb[p] and [m for t, m in hb[p] if t > t_kill + 5]) for p in run.orphans)
-    targets = [p for p in run.orphans if p in unlatched]
+    # A procedure the channel had latched already cannot show the late breach's stop.
+    channel_latched = {v["procedure_id"] for v in run.channel_stops}
+    targets = [p for p in run.orphans if p in unlatched and p not in channel_latched]
     stopped = {
         v["procedure_id"]
         for v in beats
@@ -233,5 +235,8 @@ def failover_run(bootstrap: str, prefix: str, work: Path) -> FailoverRun:
     }
     run.late_breach_stopped = set(targets) <= stopped
     if not targets:
-        run.notes.append("every orphan was latched: no post-takeover breach to check")
+        run.notes.append(
+            "every orphan was latched (by the first breach or the channel): "
+            "no post-takeover breach to check"
+        )
     return run
