@@ -123,6 +123,10 @@ class Consumer(Protocol):
         ask after every poll (no blocking network call beyond a short, rate-limited one);
         None if unknown. Precondition: `partition` is assigned to this consumer."""
 
+    def want_fresh_marks(self) -> None:
+        """A timer is due but not yet heard past: ask the broker for end offsets soon (the
+        next `high_watermark` answers may then vouch for the present). Never blocks."""
+
     def position(self, partition: TopicPartition) -> int | None:
         """The next offset to be returned, if known."""
 

@@ -38,9 +38,13 @@ from monitor.kafka.settings import KafkaSettings
 log = logging.getLogger("telesafe.kafka")
 
 # How often the end offsets of the assigned partitions are asked for (monitor/kafka/
-# freshness.py): a deadline can be seen to pass this much (plus a round trip) after it.
-# One ListOffsets request for all of them: ~65 us of CPU each here, 1.3 % of a core.
-PROBE_EVERY_NS = 5_000_000
+# freshness.py), one ListOffsets request for all of them (~65 us of CPU here): at least
+# every PROBE_EVERY_NS (the withholding rule needs the marks fresh to well within 300 ms),
+# and at once, at most every PROBE_MIN_GAP_NS, when the loop has a timer due that it has not
+# heard past (`want_fresh_marks`). Asking every 5 ms instead took the GIL 200 times a second
+# and lengthened the survivors' loop stalls in bench_failover on this CPU-starved host.
+PROBE_EVERY_NS = 50_000_000
+PROBE_MIN_GAP_NS = 1_000_000
 PROBE_TIMEOUT_S = 1.0
 _LOG_APPEND = ck.TIMESTAMP_LOG_APPEND_TIME
 # Errors that only say "a broker connection went away and will be retried": not news.
@@ -329,6 +333,10 @@ class ConfluentConsumer:
             out[_tp(p)] = p.offset if p.offset >= 0 else OFFSET_END
         return out
 
+    def want_fresh_marks(self) -> None:
+        if self._probe is not None:
+            self._probe.kick.set()
+
     def high_watermark(self, partition: TopicPartition) -> tuple[int, int] | None:
         # librdkafka refreshes its cached high watermark from every fetch response, but says
         # nothing of its age: seconds old for a partition paused, just (re)assigned or
@@ -382,10 +390,11 @@ class ConfluentConsumer:
 
 class _EndOffsetProbe:
     """Asks the broker for the end offsets of a consumer's assigned partitions every
-    PROBE_EVERY_NS, on a thread and a group-less client of its own (one ListOffsets request
-    for all of them; the loop never waits on it), and reports each answer with the instant
-    it was asked to the consumer's `MarkCover`. A broker that does not answer leaves the
-    last answers standing: the monitor is then heard only up to them (deaf, not silent)."""
+    PROBE_EVERY_NS, and soon after a `kick`, on a thread and a client of its own (one
+    ListOffsets request for all of them; the loop never waits on it), and reports each
+    answer with the instant it was asked to the consumer's `MarkCover`. A broker that does
+    not answer leaves the last answers standing: the monitor is then heard only up to them
+    (deaf, not silent)."""
 
     def __init__(self, settings: KafkaSettings, group: str | None, owner: ConfluentConsumer):
         cfg = confluent_config(
@@ -398,13 +407,16 @@ class _EndOffsetProbe:
         self._c = ck.Consumer(cfg)
         self._owner = owner
         self._stop = threading.Event()
+        self.kick = threading.Event()
         self._thread = threading.Thread(target=self._run, name="telesafe-marks", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         cover = self._owner._cover
         nxt = time.monotonic_ns()
-        while not self._stop.wait(max(0.0, (nxt - time.monotonic_ns()) / 1e9)):
+        while not self._stop.is_set():
+            self.kick.wait(max(0.0, (nxt - time.monotonic_ns()) / 1e9))
+            self.kick.clear()
             asked = time.monotonic_ns()
             nxt = asked + PROBE_EVERY_NS
             tps = self._owner._assigned
@@ -421,9 +433,13 @@ class _EndOffsetProbe:
             for p in got:
                 if p.error is None and p.offset >= 0:
                     cover.answered(_tp(p), p.offset, asked)
+            # kicks that came while asking wait a little: a loop with a timer due polls
+            # every TIMER_RETRY_NS and must not turn this into a request per poll
+            self._stop.wait(PROBE_MIN_GAP_NS / 1e9)
 
     def stop(self) -> None:
         self._stop.set()
+        self.kick.set()
         self._thread.join(2.0)
         th = threading.Thread(target=self._c.close, name="kafka-marks-close", daemon=True)
         th.start()

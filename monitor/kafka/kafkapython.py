@@ -248,6 +248,9 @@ class KafkaPythonConsumer:
             raise TransportError(f"watermarks of {partition}: {exc}") from None
         return lo, hi
 
+    def want_fresh_marks(self) -> None:
+        self._fresh_asked = 0  # the next high_watermark() asks (on the loop thread)
+
     def high_watermark(self, partition: TopicPartition) -> tuple[int, int] | None:
         # kafka-python updates its cached high watermark only when the loop *parses* a fetch
         # response, which may have sat in its buffer for hundreds of ms while the monitor

@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from monitor.engine.clock import Clock, Instant
@@ -235,13 +235,16 @@ class Ownership:
                     resume += shard.time.heard
         return batches, resume
 
-    def timer_wakes(self) -> Iterator[int | None]:
+    def timer_wakes(self) -> list[int | None]:
         """When each shard's timers want the loop next (`timer_wake`); a shard behind is
-        woken by its records, not its timers."""
+        woken by its records, not its timers. A timer due but not yet heard past asks the
+        consumer for fresh marks, so the retry can find it heard."""
         h = self.heard_mono
-        for s in self.shards.values():
-            if not s.time.behind:
-                yield timer_wake(s.engine.next_deadline(), s.time.horizon(h), h)
+        pairs = [(s.engine.next_deadline(), s) for s in self.shards.values() if not s.time.behind]
+        out = [timer_wake(due, s.time.horizon(h), h) for due, s in pairs]
+        if self.consumer is not None and any(w != d for w, (d, _) in zip(out, pairs, strict=True)):
+            self.consumer.want_fresh_marks()
+        return out
 
     def busy(self) -> bool:
         """A shard is restoring, draining or catching up on a taken-over backlog."""

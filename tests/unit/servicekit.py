@@ -69,6 +69,7 @@ class FakeConsumer:
         self.cached_hw: dict[TopicPartition, int] = {}
         self._next_hw: dict[TopicPartition, int] = {}
         self.cached_at = 0  # the mono instant cached_hw holds as of
+        self.fresh_marks_wanted = 0  # want_fresh_marks() calls (a timer due, not heard past)
         self._next_at = 0
 
     # -- scripting -------------------------------------------------------------------
@@ -172,6 +173,9 @@ class FakeConsumer:
 
     def high_watermark(self, partition: TopicPartition) -> tuple[int, int] | None:
         return self.cached_hw.get(partition, 0), self.cached_at
+
+    def want_fresh_marks(self) -> None:
+        self.fresh_marks_wanted += 1
 
     def position(self, partition: TopicPartition) -> int | None:
         return self.assigned.get(partition)

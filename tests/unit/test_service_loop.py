@@ -56,10 +56,14 @@ def last_beat_ms(r: Rig, site: str) -> float:
 def test_a_real_silence_stops_within_its_limit(rig: Rig) -> None:
     rig.run(500)
     t_last = last_beat_ms(rig, "robot")
+    asked = rig.consumer.fresh_marks_wanted
     rig.run(600, beat=("console",))
     (t_stop, stop), *_ = rig.commands("safe_stop")
     assert stop["policy"]["rule"] == "heartbeat_silence"
     assert 300 <= t_stop - t_last <= 300 + 25
+    # the deadline came due before the client's mark vouched for it: fresh marks were
+    # asked for (the end-offset probe), not waited for on its cadence
+    assert rig.consumer.fresh_marks_wanted > asked
 
 
 @pytest.mark.hazard("H-04")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from monitor.engine.clock import MS, FakeClock
 from monitor.kafka.api import TopicPartition
-from monitor.service.commits import AuditedOffsets, AuditPositions
 from monitor.kafka.freshness import MarkCover
+from monitor.service.commits import AuditedOffsets, AuditPositions
 from monitor.service.timekeeping import (
     TIMER_RETRY_NS,
     PartitionTime,
