@@ -18,33 +18,48 @@ round trip) added to how late a deadline can be seen to have passed.
 
 from __future__ import annotations
 
+from collections import deque
+
 from monitor.kafka.api import TopicPartition
+
+# Answers kept per partition: the newest one the cache has reached vouches. Keeping only the
+# latest would chase a moving target: under steady traffic an answer asked a moment ago is
+# often a few records ahead of the last fetch, and asked again and again (on demand) it
+# would never be covered, freezing the partition's time while the monitor hears it fine.
+ANSWERS_KEPT = 32
 
 
 class MarkCover:
     """Broker answers (end offset, monotonic ns when asked) and what they let a cached
-    high watermark vouch for. Written by whoever asks (any thread: one dict store per
-    answer), read by the loop thread."""
+    high watermark vouch for. Written by whoever asks (any thread: one append per answer),
+    read by the loop thread."""
 
     __slots__ = ("_answers", "_covers")
 
     def __init__(self) -> None:
-        self._answers: dict[TopicPartition, tuple[int, int]] = {}
+        self._answers: dict[TopicPartition, deque[tuple[int, int]]] = {}
         self._covers: dict[TopicPartition, int] = {}
 
     def answered(self, tp: TopicPartition, end_offset: int, asked_mono: int) -> None:
         """The broker said `end_offset` for `tp` to a request sent at `asked_mono`.
         Precondition: answers of one partition are reported in the order they were asked."""
-        self._answers[tp] = (end_offset, asked_mono)
+        kept = self._answers.get(tp)
+        if kept is None:
+            kept = self._answers[tp] = deque(maxlen=ANSWERS_KEPT)
+        kept.append((end_offset, asked_mono))
 
     def vouch(self, tp: TopicPartition, cached: int | None) -> tuple[int, int] | None:
         """(cached high watermark, the monotonic ns it holds as of), or None while no answer
         is covered yet. Nothing cached yet (no fetch answered): the broker's last answer
         itself, which holds as of when it was asked."""
-        answer = self._answers.get(tp)
+        kept = self._answers.get(tp)
         if cached is None:
-            return answer
-        if answer is not None and answer[0] <= cached and answer[1] > self._covers.get(tp, 0):
-            self._covers[tp] = answer[1]
+            return kept[-1] if kept else None
+        if kept:
+            for end, asked in reversed(tuple(kept)):  # a snapshot: the probe may append
+                if end <= cached:
+                    if asked > self._covers.get(tp, 0):
+                        self._covers[tp] = asked
+                    break
         covers = self._covers.get(tp)
         return None if covers is None else (cached, covers)

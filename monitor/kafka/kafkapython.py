@@ -249,7 +249,7 @@ class KafkaPythonConsumer:
         return lo, hi
 
     def want_fresh_marks(self) -> None:
-        self._fresh_asked = 0  # the next high_watermark() asks (on the loop thread)
+        pass  # high_watermark() asks every 10 ms anyway, on the loop thread (a blocking call)
 
     def high_watermark(self, partition: TopicPartition) -> tuple[int, int] | None:
         # kafka-python updates its cached high watermark only when the loop *parses* a fetch
