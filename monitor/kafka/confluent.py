@@ -434,7 +434,7 @@ class _EndOffsetProbe:
                 if p.error is None and p.offset >= 0:
                     cover.answered(_tp(p), p.offset, asked)
             # kicks that came while asking wait a little: a loop with a timer due polls
-            # every TIMER_RETRY_NS and must not turn this into a request per poll
+            # again at once, and must not turn every poll into a request
             self._stop.wait(PROBE_MIN_GAP_NS / 1e9)
 
     def stop(self) -> None:

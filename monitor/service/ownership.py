@@ -31,7 +31,7 @@ from monitor.kafka import (
     TransportError,
 )
 from monitor.kafka.reading import read_to_end
-from monitor.service.timekeeping import NS_PER_MS, PartitionTime, timer_wake
+from monitor.service.timekeeping import NS_PER_MS, PartitionTime
 
 log = logging.getLogger("telesafe.ownership")
 
@@ -236,15 +236,15 @@ class Ownership:
         return batches, resume
 
     def timer_wakes(self) -> list[int | None]:
-        """When each shard's timers want the loop next (`timer_wake`); a shard behind is
-        woken by its records, not its timers. A timer due but not yet heard past asks the
-        consumer for fresh marks, so the retry can find it heard."""
+        """When each shard's timers want the loop next; a shard behind is woken by its
+        records, not its timers. A timer due but not yet heard past asks the consumer for
+        fresh marks (the loop polls again at once until it is heard past)."""
         h = self.heard_mono
-        pairs = [(s.engine.next_deadline(), s) for s in self.shards.values() if not s.time.behind]
-        out = [timer_wake(due, s.time.horizon(h), h) for due, s in pairs]
-        if self.consumer is not None and any(w != d for w, (d, _) in zip(out, pairs, strict=True)):
+        heard = [s for s in self.shards.values() if not s.time.behind]
+        dues = [(s.engine.next_deadline(), s.time) for s in heard]
+        if self.consumer is not None and any(d and t.horizon(h) < d <= h for d, t in dues):
             self.consumer.want_fresh_marks()
-        return out
+        return [d for d, _ in dues]
 
     def busy(self) -> bool:
         """A shard is restoring, draining or catching up on a taken-over backlog."""

@@ -30,7 +30,6 @@ NS_PER_MS = 1_000_000
 # trusts the client's cached watermarks only once its fetchers have answered again.
 STALL_NS = 100 * NS_PER_MS
 TRUST_AFTER_STALL_NS = 100 * NS_PER_MS
-TIMER_RETRY_NS = 2 * NS_PER_MS  # under the end-offset probe's cadence (5 ms)
 
 
 def stamp(broker_ms: int | None, received: Instant, floor_mono: int) -> Instant:
@@ -165,16 +164,6 @@ def wake_at(deadlines: Iterable[int | None], *others: int) -> int:
         if d is not None and d < best:
             best = d
     return best
-
-
-def timer_wake(due: int | None, horizon: int, last_poll: int) -> int | None:
-    """When the loop should look at a timer due at `due` again: then; or, when it is due
-    already but the monitor is heard only up to `horizon` before it (the client's mark
-    vouches for an older instant: monitor/kafka/freshness.py), TIMER_RETRY_NS after the
-    last poll, not at once: a poll that waits for nothing would spin until it catches up."""
-    if due is not None and horizon < due <= last_poll:
-        return last_poll + TIMER_RETRY_NS
-    return due
 
 
 def poll_timeout_s(wake_mono: int, now_mono: int, cap_s: float) -> float:

@@ -8,12 +8,10 @@ from monitor.kafka.api import TopicPartition
 from monitor.kafka.freshness import MarkCover
 from monitor.service.commits import AuditedOffsets, AuditPositions
 from monitor.service.timekeeping import (
-    TIMER_RETRY_NS,
     PartitionTime,
     next_beat,
     poll_timeout_s,
     stamp,
-    timer_wake,
     wake_at,
 )
 
@@ -106,14 +104,6 @@ def test_wake_and_poll_timeout() -> None:
     assert poll_timeout_s(1_300 * MS, 1_000 * MS, 0.1) == 0.1
     assert poll_timeout_s(1_020 * MS, 1_000 * MS, 0.1) == 0.02
     assert poll_timeout_s(900 * MS, 1_000 * MS, 0.1) == 0.0
-
-
-def test_a_timer_due_but_not_yet_heard_past_is_retried_shortly_not_spun_on() -> None:
-    assert timer_wake(None, 0, 1_000 * MS) is None
-    assert timer_wake(1_050 * MS, 990 * MS, 1_000 * MS) == 1_050 * MS  # not due yet
-    assert timer_wake(995 * MS, 998 * MS, 1_000 * MS) == 995 * MS  # heard past it: fire
-    # due, but heard only up to 990 ms: look again shortly (the mark's next answer)
-    assert timer_wake(995 * MS, 990 * MS, 1_000 * MS) == 1_000 * MS + TIMER_RETRY_NS
 
 
 def test_a_cached_mark_vouches_only_as_of_the_broker_answer_it_covers() -> None:
