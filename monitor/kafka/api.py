@@ -11,6 +11,7 @@ errors are reported through `on_error` callbacks run inside `service()`/`flush()
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
@@ -25,6 +26,14 @@ BACKENDS: tuple[Backend, ...] = ("confluent", "kafka-python")
 DEFAULT_BACKEND: Backend = "confluent"
 
 OFFSET_END = -1  # "the end of the partition" wherever an offset is accepted
+
+
+def poll_ms(timeout_s: float) -> int:
+    """A poll timeout in whole milliseconds, rounded up (never negative). Both clients take
+    milliseconds and truncate: a wait of 0.4 ms became a poll that did not wait, and a loop
+    waiting for a deadline less than 1 ms away spun until it came (seen: ~400 empty turns a
+    second from the heartbeat schedule alone, thousands while waiting for fresh marks)."""
+    return max(0, math.ceil(timeout_s * 1000 - 1e-6))
 
 
 class TransportError(KafkaLayerError):
@@ -123,9 +132,11 @@ class Consumer(Protocol):
         ask after every poll (no blocking network call beyond a short, rate-limited one);
         None if unknown. Precondition: `partition` is assigned to this consumer."""
 
-    def want_fresh_marks(self) -> None:
+    def want_fresh_marks(self) -> float:
         """A timer is due but not yet heard past: ask the broker for end offsets soon (the
-        next `high_watermark` answers may then vouch for the present). Never blocks."""
+        next `high_watermark` answers may then vouch for the present). Never blocks.
+        Returns how long the loop had best wait in `poll` before asking `high_watermark`
+        again (0.0: at once)."""
 
     def position(self, partition: TopicPartition) -> int | None:
         """The next offset to be returned, if known."""

@@ -30,6 +30,7 @@ from monitor.kafka.api import (
     TopicSpec,
     TransportError,
     TransportFatal,
+    poll_ms,
 )
 from monitor.kafka.freshness import MarkCover
 from monitor.kafka.profiles import AclGrant, Role, confluent_config
@@ -46,6 +47,12 @@ log = logging.getLogger("telesafe.kafka")
 PROBE_EVERY_NS = 50_000_000
 PROBE_MIN_GAP_NS = 1_000_000
 PROBE_TIMEOUT_S = 1.0
+# How long the loop waits in poll (the GIL released) for a kicked probe's answer: about one
+# local round trip. Polling again at once instead spun the loop on the GIL; the probe thread
+# then waited up to a switch interval (5 ms) for it at every step, which tripled the
+# silence-detection delay (p50 5.7 -> 14-18 ms), and two survivors spinning during a takeover
+# starved a 2-core host.
+FRESH_MARKS_WAIT_S = 0.001
 _LOG_APPEND = ck.TIMESTAMP_LOG_APPEND_TIME
 # Errors that only say "a broker connection went away and will be retried": not news.
 _QUIET = {ck.KafkaError._TRANSPORT, ck.KafkaError._ALL_BROKERS_DOWN, ck.KafkaError._RESOLVE}
@@ -250,7 +257,8 @@ class ConfluentConsumer:
         self._errors.check()
         # Block only for the first record; then take what is already fetched, without
         # waiting (consume(n, t) would wait for n records or the whole timeout).
-        first = self._c.poll(max(0.0, timeout_s))
+        # (ms + 0.5) / 1000: the client truncates seconds * 1000 (0.029 s would be 28 ms)
+        first = self._c.poll((poll_ms(timeout_s) + 0.5) / 1000)
         msgs = [] if first is None else [first]
         if first is not None and max_records > 1:
             msgs.extend(self._c.consume(max_records - 1, 0))
@@ -333,9 +341,11 @@ class ConfluentConsumer:
             out[_tp(p)] = p.offset if p.offset >= 0 else OFFSET_END
         return out
 
-    def want_fresh_marks(self) -> None:
-        if self._probe is not None:
-            self._probe.kick.set()
+    def want_fresh_marks(self) -> float:
+        if self._probe is None:
+            return 0.0
+        self._probe.kick.set()
+        return FRESH_MARKS_WAIT_S
 
     def high_watermark(self, partition: TopicPartition) -> tuple[int, int] | None:
         # librdkafka refreshes its cached high watermark from every fetch response, but says

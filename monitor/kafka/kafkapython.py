@@ -41,6 +41,7 @@ from monitor.kafka.api import (
     TopicPartition,
     TopicSpec,
     TransportError,
+    poll_ms,
 )
 from monitor.kafka.freshness import MarkCover
 from monitor.kafka.partitioner import MemoPartitioner
@@ -153,7 +154,7 @@ class KafkaPythonConsumer:
         return moved
 
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
-        polled = self._c.poll(timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records)
+        polled = self._c.poll(timeout_ms=poll_ms(timeout_s), max_records=max_records)
         moved = self._apply_notes()
         self._heal_empty_assignment()
         out: list[Record] = []
@@ -248,8 +249,10 @@ class KafkaPythonConsumer:
             raise TransportError(f"watermarks of {partition}: {exc}") from None
         return lo, hi
 
-    def want_fresh_marks(self) -> None:
-        pass  # high_watermark() asks every 10 ms anyway, on the loop thread (a blocking call)
+    def want_fresh_marks(self) -> float:
+        # high_watermark() asks every 10 ms anyway, inline on the loop thread (a blocking
+        # call that releases the GIL): nothing to wait for
+        return 0.0
 
     def high_watermark(self, partition: TopicPartition) -> tuple[int, int] | None:
         # kafka-python updates its cached high watermark only when the loop *parses* a fetch

@@ -238,13 +238,14 @@ class Ownership:
     def timer_wakes(self) -> list[int | None]:
         """When each shard's timers want the loop next; a shard behind is woken by its
         records, not its timers. A timer due but not yet heard past asks the consumer for
-        fresh marks (the loop polls again at once until it is heard past)."""
+        fresh marks and wakes the loop when the consumer says they may have come."""
         h = self.heard_mono
         heard = [s for s in self.shards.values() if not s.time.behind]
         dues = [(s.engine.next_deadline(), s.time) for s in heard]
-        if self.consumer is not None and any(d and t.horizon(h) < d <= h for d, t in dues):
-            self.consumer.want_fresh_marks()
-        return [d for d, _ in dues]
+        if self.consumer is None or not any(d and t.horizon(h) < d <= h for d, t in dues):
+            return [d for d, _ in dues]
+        retry = h + int(self.consumer.want_fresh_marks() * 1e9)
+        return [None if d is None else max(d, retry) if d <= h else d for d, _ in dues]
 
     def busy(self) -> bool:
         """A shard is restoring, draining or catching up on a taken-over backlog."""

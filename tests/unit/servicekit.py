@@ -70,6 +70,7 @@ class FakeConsumer:
         self._next_hw: dict[TopicPartition, int] = {}
         self.cached_at = 0  # the mono instant cached_hw holds as of
         self.fresh_marks_wanted = 0  # want_fresh_marks() calls (a timer due, not heard past)
+        self.fresh_marks_wait_s = 0.0  # what want_fresh_marks() answers
         self._next_at = 0
 
     # -- scripting -------------------------------------------------------------------
@@ -174,8 +175,9 @@ class FakeConsumer:
     def high_watermark(self, partition: TopicPartition) -> tuple[int, int] | None:
         return self.cached_hw.get(partition, 0), self.cached_at
 
-    def want_fresh_marks(self) -> None:
+    def want_fresh_marks(self) -> float:
         self.fresh_marks_wanted += 1
+        return self.fresh_marks_wait_s
 
     def position(self, partition: TopicPartition) -> int | None:
         return self.assigned.get(partition)

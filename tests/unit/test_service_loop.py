@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from monitor.engine.clock import MS
+from monitor.kafka.api import Record
 from tests.unit.servicekit import Rig
 
 
@@ -64,6 +65,32 @@ def test_a_real_silence_stops_within_its_limit(rig: Rig) -> None:
     # the deadline came due before the client's mark vouched for it: fresh marks were
     # asked for (the end-offset probe), not waited for on its cadence
     assert rig.consumer.fresh_marks_wanted > asked
+
+
+@pytest.mark.hazard("H-01")
+def test_a_timer_due_but_not_heard_past_waits_in_poll_for_fresh_marks(rig: Rig) -> None:
+    """The consumer says how long its fresh marks take (librdkafka: the probe's round
+    trip): the loop waits that long in poll, where the GIL is free for the probe, instead of
+    polling again at once (which starved the probe and tripled the detection delay)."""
+    rig.consumer.fresh_marks_wait_s = 0.001
+    timeouts: list[tuple[float, int]] = []
+    poll = rig.consumer.poll
+
+    def recording_poll(timeout_s: float, max_records: int) -> list[Record]:
+        timeouts.append((timeout_s, rig.consumer.fresh_marks_wanted))
+        return poll(timeout_s, max_records)
+
+    rig.consumer.poll = recording_poll  # type: ignore[method-assign]
+    rig.run(500)
+    t_last = last_beat_ms(rig, "robot")
+    rig.run(600, beat=("console",))
+    (t_stop, stop), *_ = rig.commands("safe_stop")
+    assert stop["policy"]["rule"] == "heartbeat_silence"
+    assert 300 <= t_stop - t_last <= 300 + 25
+    # every poll right after asking for fresh marks waited for them (about 1 ms), none spun
+    after_asking = [t for (_, n), (t, m) in itertools.pairwise(timeouts) if m > n]
+    assert after_asking, "no timer came due before it was heard past"
+    assert all(0.0005 <= t <= 0.001 for t in after_asking), after_asking
 
 
 @pytest.mark.hazard("H-04")

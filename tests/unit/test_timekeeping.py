@@ -4,7 +4,7 @@ record counts as heard, how far a partition's timers may run, when heartbeats ar
 from __future__ import annotations
 
 from monitor.engine.clock import MS, FakeClock
-from monitor.kafka.api import TopicPartition
+from monitor.kafka.api import TopicPartition, poll_ms
 from monitor.kafka.freshness import MarkCover
 from monitor.service.commits import AuditedOffsets, AuditPositions
 from monitor.service.timekeeping import (
@@ -184,3 +184,13 @@ def test_a_stall_freezes_a_stale_partition_where_its_mark_held() -> None:
     t.settle(ROBOT, 1, 500_000_000, as_of_mono=300_000_000)
     t.stall(heard_mono=500_000_000, until_mono=900_000_000)
     assert t.horizon(800_000_000) == 300_000_000
+
+
+def test_a_poll_never_waits_less_than_asked_and_a_sub_millisecond_wait_is_not_a_spin() -> None:
+    assert poll_ms(0.0) == 0  # asked not to wait: does not
+    assert poll_ms(-0.5) == 0
+    assert poll_ms(0.0004) == 1  # was int(0.4) = 0: a poll that returned at once, a spin
+    assert poll_ms(0.001) == 1
+    assert poll_ms(0.029) == 29  # 0.029 * 1000 is 28.999999999999996 in binary
+    assert poll_ms(0.0291) == 30
+    assert poll_ms(0.25) == 250
