@@ -62,6 +62,10 @@ def main() -> int:
                 round(v, 1) for v in r.survivor_regroup_gaps_ms.values()
             )
             s["survivor_worst_at_s"] = sorted(r.survivor_worst_at_s.values())
+            s["survivor_gaps_beyond_channel_ms"] = sorted(
+                round(g - r.survivor_channel_pause_ms.get(p, 0.0), 1)
+                for p, g in r.survivor_gaps_ms.items()
+            )
             s["takeover_gaps_s"] = sorted(round(v, 3) for v in r.takeover_gaps_s.values())
             if r.false_stops or r.channel_stops:  # ours, or heartbeats reached the broker late?
                 pids = sorted({v["procedure_id"] for v in r.false_stops + r.channel_stops})
@@ -88,6 +92,7 @@ def main() -> int:
     surv = [g for s in runs for g in s.get("survivor_gaps_ms", [])]
     floor = [g for s in runs for g in s.get("survivor_floor_gaps_ms", [])]
     regroup = [g for s in runs for g in s.get("survivor_regroup_gaps_ms", [])]
+    beyond = [g for s in runs for g in s.get("survivor_gaps_beyond_channel_ms", [])]
     take = [s["takeover_gap_max_s"] for s in runs if "takeover_gap_max_s" in s]
     out = {
         "runs": len(runs),
@@ -101,6 +106,13 @@ def main() -> int:
             "p50": pct(surv, 0.5),
             "p99": pct(surv, 0.99),
             "max": max(surv, default=None),
+        },
+        # Each longest gap less the channel's own pause inside it (no fresh site heartbeat
+        # appended at all: the broker or host stalled, and the monitor could not read on).
+        "survivor_gap_beyond_channel_ms": {
+            "p50": pct(beyond, 0.5),
+            "p99": pct(beyond, 0.99),
+            "max": max(beyond, default=None),
         },
         # Side by side: the same survivors, 4 s before the kill (the floor: this host, this
         # traffic, no failover) and the 4 s after it (regroup, takeover, catch-up).

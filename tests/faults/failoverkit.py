@@ -56,6 +56,12 @@ class FailoverRun:
     survivor_worst_at_s: dict[str, float] = field(default_factory=dict)
     survivor_floor_gaps_ms: dict[str, float] = field(default_factory=dict)
     survivor_regroup_gaps_ms: dict[str, float] = field(default_factory=dict)  # same length
+    # The channel's own pause during each survivor's longest gap: the longest stretch, in
+    # that gap, in which the broker appended no fresh heartbeat of any procedure's sites
+    # (~1,200 a second in this test; a pause means the broker or the whole host stalled).
+    # The monitor rightly withholds while it cannot hear the broker, but a monitor that
+    # starves the host pauses the channel too: a diagnosis, not an excuse.
+    survivor_channel_pause_ms: dict[str, float] = field(default_factory=dict)
     takeover_gaps_s: dict[str, float] = field(default_factory=dict)  # orphan -> dead-man gap
     latch_ids_kept: bool = False
     late_breach_stopped: bool = False
@@ -69,6 +75,17 @@ class FailoverRun:
     def survivor_gap_max_ms(self) -> float:
         return max(self.survivor_gaps_ms.values(), default=0.0)
 
+    @property
+    def survivor_gap_beyond_channel_max_ms(self) -> float:
+        """The longest survivor gap less the channel's own pause inside it."""
+        return max(
+            (
+                g - self.survivor_channel_pause_ms.get(p, 0.0)
+                for p, g in self.survivor_gaps_ms.items()
+            ),
+            default=0.0,
+        )
+
     def summary(self) -> dict[str, Any]:
         return {
             "victim": self.victim,
@@ -78,6 +95,10 @@ class FailoverRun:
             "false_stops": len(self.false_stops),
             "channel_stops": len(self.channel_stops),
             "survivor_gap_max_ms": round(self.survivor_gap_max_ms, 1),
+            "survivor_gap_beyond_channel_max_ms": round(self.survivor_gap_beyond_channel_max_ms, 1),
+            "survivor_channel_pause_max_ms": round(
+                max(self.survivor_channel_pause_ms.values(), default=0), 1
+            ),
             "survivor_rx_gap_max_ms": round(max(self.survivor_rx_gaps_ms.values(), default=0), 1),
             "survivor_floor_gap_max_ms": round(
                 max(self.survivor_floor_gaps_ms.values(), default=0), 1
@@ -91,6 +112,12 @@ class FailoverRun:
 
 def _max_gap_ms(ts: list[float]) -> float:
     return max(((b - a) * 1e3 for a, b in itertools.pairwise(ts)), default=0.0)
+
+
+def _pause_within_ms(ts: list[float], start: float, end: float) -> float:
+    """The longest stretch of [start, end] with no instant of sorted `ts` in it (ms)."""
+    inside = [start, *(t for t in ts if start < t < end), end]
+    return _max_gap_ms(inside)
 
 
 def _worst_gap(ts: list[float]) -> tuple[float, float]:
@@ -196,6 +223,12 @@ def failover_run(bootstrap: str, prefix: str, work: Path) -> FailoverRun:
         run.survivor_regroup_gaps_ms[pid] = _max_gap_ms(
             sorted(t for t in issued[pid] if regroup[0] < t < regroup[1])
         )
+    union = sorted(
+        t / 1e3 for ts in heartbeat_append_times(bootstrap, prefix, set(ids)).values() for t in ts
+    )
+    for pid, gap in run.survivor_gaps_ms.items():
+        start = t_kill + run.survivor_worst_at_s[pid]
+        run.survivor_channel_pause_ms[pid] = _pause_within_ms(union, start, start + gap / 1e3)
     for pid in run.orphans:
         last_victim = max(
             (t for t, m in hb[pid] if m == run.victim and t <= t_kill + 1), default=t_kill

@@ -19,6 +19,10 @@ from tests.faults.failoverkit import failover_run
 # the benchmark's longest was 102 ms in 20 runs, but a CI run reached 147 ms and a stalled
 # minute 425 ms (the whole host: its simulator went silent too), so 100 or 140 ms fail CI
 # on the host, not the monitor. bench_failover reports the distribution beside its floor.
+# A later CI run saw 440 ms, three survivors' gaps starting at the same instant, and the
+# cause was the monitors (loops spinning on sub-millisecond poll timeouts starved the host,
+# broker included), so the deadline is not relaxed for a channel that paused too: that
+# pause is reported beside the gap (`survivor_channel_pause_ms`), to tell the two apart.
 TAKEOVER_DEADLINE_S = 8.0
 SURVIVOR_GAP_DEADLINE_MS = 300.0
 
@@ -37,7 +41,8 @@ def test_sigkill_of_the_busiest_instance_leaves_the_survivors_undisturbed(
     assert not stops, (s, stops)
     assert r.moved_survivors == {}, s
     assert r.survivors, s  # some procedures were owned by the instances that lived
-    assert r.survivor_gap_max_ms <= SURVIVOR_GAP_DEADLINE_MS, (s, r.survivor_worst_at_s)
+    worst = (s, r.survivor_worst_at_s, r.survivor_channel_pause_ms)
+    assert r.survivor_gap_max_ms <= SURVIVOR_GAP_DEADLINE_MS, worst
     assert r.latch_ids_kept, s
     assert r.takeover_max_s <= TAKEOVER_DEADLINE_S, s
     assert r.late_breach_stopped, s
