@@ -236,9 +236,8 @@ class Ownership:
         return batches, resume
 
     def timer_wakes(self) -> list[int | None]:
-        """When each shard's timers want the loop next; a shard behind is woken by its
-        records, not its timers. A timer due but not yet heard past asks the consumer for
-        fresh marks and wakes the loop when the consumer says they may have come."""
+        """When each shard's timers want the loop next (a shard behind: by its records). A
+        timer due but not heard past asks for fresh marks and waits as the consumer says."""
         h = self.heard_mono
         heard = [s for s in self.shards.values() if not s.time.behind]
         dues = [(s.engine.next_deadline(), s.time) for s in heard]
@@ -344,10 +343,12 @@ class Ownership:
                 else:
                     t.settle(tp, mark[0], received_mono, mark[1])
 
-    def stalled(self, heard_mono: int, trust_after_mono: int) -> None:
-        """The whole loop could not hear from `heard_mono` (see `PartitionTime.stall`)."""
+    def stalled(self, heard_mono: int) -> None:
+        """The loop could not hear from `heard_mono` (`PartitionTime.stall`); ask for marks."""
         for shard in self.shards.values():
-            shard.time.stall(heard_mono, trust_after_mono)
+            shard.time.stall(heard_mono)
+        if self.consumer is not None:
+            self.consumer.want_fresh_marks()
 
     def held(self) -> int:
         """Topic-partitions held (an instance holding none supervises nothing)."""

@@ -49,7 +49,6 @@ from monitor.service.publisher import Publisher, Signer
 from monitor.service.sensor import Sensor
 from monitor.service.timekeeping import (
     STALL_NS,
-    TRUST_AFTER_STALL_NS,
     deaf_ns,
     poll_timeout_s,
     stamp,
@@ -308,13 +307,13 @@ class MonitorService:
 
     def _check_stall(self, started: Instant, timeout_s: float, received: Instant) -> None:
         """The loop could not hear for longer than a poll may take: from the previous poll
-        on, every partition is heard only as far as its records say, until the client's
-        fetchers answered again (docs/safety/deafness.md)."""
+        on, every partition is heard only as far as its records say, until a broker answer
+        asked after the stall is covered (docs/safety/deafness.md)."""
         deaf = deaf_ns(self._last_received, started.mono_ns, received.mono_ns, timeout_s)
         previous, self._last_received = self._last_received, received.mono_ns
         if deaf <= STALL_NS:
             return
-        self.ownership.stalled(previous, received.mono_ns + TRUST_AFTER_STALL_NS)
+        self.ownership.stalled(previous)
         log.warning(
             "monitor could not hear for %.0f ms; that time is not counted as site silence",
             deaf / 1e6,

@@ -26,10 +26,12 @@ from monitor.engine.clock import Instant
 from monitor.kafka.api import TopicPartition
 
 NS_PER_MS = 1_000_000
-# A loop that did not poll for this long (beyond what it asked to wait) was deaf: it then
-# trusts the client's cached watermarks only once its fetchers have answered again.
+# A loop that did not poll for this long (beyond what it asked to wait) was deaf: every
+# partition is frozen where it was heard, until a broker answer asked after the stall is
+# covered (monitor/kafka/freshness.py; the loop asks for one at once). A fixed 100 ms of
+# distrust after each stall, as before the end-offset answers, only lengthened the deafness:
+# on a starved host a 150 ms stall became > 300 ms and withheld healthy procedures' heartbeats.
 STALL_NS = 100 * NS_PER_MS
-TRUST_AFTER_STALL_NS = 100 * NS_PER_MS
 
 
 def stamp(broker_ms: int | None, received: Instant, floor_mono: int) -> Instant:
@@ -58,7 +60,6 @@ class PartitionTime:
     heard: dict[TopicPartition, int] = field(default_factory=dict)  # mono ns
     behind: set[TopicPartition] = field(default_factory=set)
     stopped: set[TopicPartition] = field(default_factory=set)  # revoked, not (yet) back
-    hold_until: int = 0  # after a stall: the client's watermarks are not trusted before this
     next_offset: dict[TopicPartition, int] = field(default_factory=dict)
     # caught up, but only as of this instant (the high watermark was older than the poll)
     as_of: dict[TopicPartition, int] = field(default_factory=dict)
@@ -87,15 +88,14 @@ class PartitionTime:
             self.as_of.pop(tp, None)
         self.stopped.add(tp)
 
-    def stall(self, heard_mono: int, until_mono: int) -> None:
+    def stall(self, heard_mono: int) -> None:
         """The whole process could not hear from `heard_mono` (it was stopped, or paused
-        longer than a poll may take): every topic-partition is behind from there, and the
-        client's cached watermarks (as old as the stall) are not trusted before `until_mono`,
-        when its fetchers have answered again."""
+        longer than a poll may take): every topic-partition is behind from there, until a
+        mark covering a broker answer asked after `heard_mono` settles it (`settle`'s
+        `as_of_mono`: the client's cache, as old as the stall, vouches for no later)."""
         for tp in self.heard:
             self.freeze(tp, heard_mono)
             self.stopped.discard(tp)
-        self.hold_until = max(self.hold_until, until_mono)
 
     def drop(self, tp: TopicPartition) -> None:
         self.as_of.pop(tp, None)
@@ -124,7 +124,7 @@ class PartitionTime:
         high watermark (None: not known yet) is not beyond what was processed. The mark
         holds as of `as_of_mono` (default: `received_mono`), so everything appended before
         then is heard, and no later: a stale mark must not vouch for the present."""
-        if high_watermark is None or tp in self.stopped or received_mono < self.hold_until:
+        if high_watermark is None or tp in self.stopped:
             return
         nxt = self.next_offset.get(tp)
         if nxt is None or nxt >= high_watermark:

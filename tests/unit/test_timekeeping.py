@@ -182,8 +182,22 @@ def test_a_stall_freezes_a_stale_partition_where_its_mark_held() -> None:
     t.assign(ROBOT, 1_000, 0)
     t.processed(ROBOT, 0, 2_000)
     t.settle(ROBOT, 1, 500_000_000, as_of_mono=300_000_000)
-    t.stall(heard_mono=500_000_000, until_mono=900_000_000)
+    t.stall(heard_mono=500_000_000)
     assert t.horizon(800_000_000) == 300_000_000
+
+
+def test_a_stall_ends_with_the_first_covered_answer_asked_after_it() -> None:
+    """No fixed distrust after a stall: an answer asked before it vouches for nothing new,
+    the first one asked after it (and covered by the cache) ends the deafness at once."""
+    t = PartitionTime(0)
+    t.assign(ROBOT, 1_000, 0)
+    t.processed(ROBOT, 0, 2_000)
+    t.settle(ROBOT, 1, 400_000_000, as_of_mono=390_000_000)
+    t.stall(heard_mono=400_000_000)  # the loop did not poll from 400 to 650 ms
+    t.settle(ROBOT, 1, 650_000_000, as_of_mono=380_000_000)  # asked before the stall
+    assert t.horizon(650_000_000) == 390_000_000
+    t.settle(ROBOT, 1, 652_000_000, as_of_mono=651_000_000)  # asked after it
+    assert t.horizon(652_000_000) == 651_000_000
 
 
 def test_a_poll_never_waits_less_than_asked_and_a_sub_millisecond_wait_is_not_a_spin() -> None:
