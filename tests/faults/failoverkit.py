@@ -255,9 +255,21 @@ def failover_run(bootstrap: str, prefix: str, work: Path) -> FailoverRun:
         for v in beats
         if v.get("type") == "safe_stop" and v["_t"] > t_kill and v["procedure_id"] in latched
     ]
-    run.latch_ids_kept = all(
-        v["command_id"] == before.get(v["procedure_id"]) for v in after_kill
-    ) and all((hb[p] and [m for t, m in hb[p] if t > t_kill + 5]) for p in run.orphans)
+    changed = {
+        v["procedure_id"]: (before.get(v["procedure_id"]), v["command_id"], v.get("monitor_id"))
+        for v in after_kill
+        if v["command_id"] != before.get(v["procedure_id"])
+    }
+    unheard = {
+        p: round(max((t for t, _ in hb[p]), default=0.0) - t_kill, 3)
+        for p in run.orphans
+        if not [m for t, m in hb[p] if t > t_kill + 5]
+    }
+    run.latch_ids_kept = not changed and not unheard
+    if changed:
+        run.notes.append(f"latched procedures stopped again under another id: {changed}")
+    if unheard:
+        run.notes.append(f"orphans with no monitor_heartbeat 5 s after the kill: {unheard}")
     # A procedure the channel had latched already cannot show the late breach's stop.
     channel_latched = {v["procedure_id"] for v in run.channel_stops}
     targets = [p for p in run.orphans if p in unlatched and p not in channel_latched]
