@@ -442,8 +442,8 @@ class _EndOffsetProbe:
             for p in got:
                 if p.error is None and p.offset >= 0:
                     cover.answered(_tp(p), p.offset, asked)
-            # kicks that came while asking wait a little: a loop with a timer due polls
-            # again at once, and must not turn every poll into a request
+            # kicks that came while asking wait a little: a loop with a timer due asks
+            # again after each FRESH_MARKS_WAIT_S, and must not make each a request
             self._stop.wait(PROBE_MIN_GAP_NS / 1e9)
 
     def stop(self) -> None:

@@ -56,10 +56,15 @@ class MarkCover:
         if cached is None:
             return kept[-1] if kept else None
         if kept:
-            for end, asked in reversed(tuple(kept)):  # a snapshot: the probe may append
-                if end <= cached:
-                    if asked > self._covers.get(tp, 0):
-                        self._covers[tp] = asked
-                    break
+            # The newest answer is usually covered, and needs no snapshot; else the newest
+            # covered one, from a snapshot (the probe may append meanwhile).
+            newest = kept[-1]
+            found = (
+                newest
+                if newest[0] <= cached
+                else next((a for a in reversed(tuple(kept)) if a[0] <= cached), None)
+            )
+            if found is not None and found[1] > self._covers.get(tp, 0):
+                self._covers[tp] = found[1]
         covers = self._covers.get(tp)
         return None if covers is None else (cached, covers)

@@ -244,7 +244,7 @@ class Ownership:
         if self.consumer is None or not any(d and t.horizon(h) < d <= h for d, t in dues):
             return [d for d, _ in dues]
         retry = h + int(self.consumer.want_fresh_marks() * 1e9)
-        return [None if d is None else max(d, retry) if d <= h else d for d, _ in dues]
+        return [d if d is None or d > h else max(d, retry) for d, _ in dues]
 
     def busy(self) -> bool:
         """A shard is restoring, draining or catching up on a taken-over backlog."""
